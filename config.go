@@ -1,0 +1,307 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/pgoutbox/pgoutbox/outbox"
+	"github.com/pgoutbox/pgoutbox/relay"
+	"github.com/pgoutbox/pgoutbox/sink"
+)
+
+// errHelp is returned after --help printed the usage: exit 0.
+var errHelp = errors.New("help requested")
+
+// envPrefix: every flag --some-name can also be set as PGOUTBOX_SOME_NAME.
+const envPrefix = "PGOUTBOX_"
+
+// Flag groups, in --help order.
+const (
+	groupPostgres = "PostgreSQL"
+	groupKafka    = "Kafka"
+	groupMapping  = "Mapping (defaults match Debezium's outbox EventRouter)"
+	groupOps      = "Operations"
+)
+
+var groupOrder = []string{groupPostgres, groupKafka, groupMapping, groupOps}
+
+// flags is a flag.FlagSet whose flags belong to groups and fall back to environment
+// variables.
+type flags struct {
+	fs     *flag.FlagSet
+	groups map[string]string // flag name -> group
+}
+
+func newFlags(name string) *flags {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	return &flags{fs: fs, groups: map[string]string{}}
+}
+
+func (f *flags) string(group, name, value, usage string) *string {
+	f.groups[name] = group
+	return f.fs.String(name, value, usage)
+}
+
+func (f *flags) bool(group, name string, value bool, usage string) *bool {
+	f.groups[name] = group
+	return f.fs.Bool(name, value, usage)
+}
+
+func (f *flags) int(group, name string, value int, usage string) *int {
+	f.groups[name] = group
+	return f.fs.Int(name, value, usage)
+}
+
+func (f *flags) duration(group, name string, value time.Duration, usage string) *time.Duration {
+	f.groups[name] = group
+	return f.fs.Duration(name, value, usage)
+}
+
+func (f *flags) list(group, name, usage string) *listFlag {
+	f.groups[name] = group
+	l := &listFlag{}
+	f.fs.Var(l, name, usage)
+	return l
+}
+
+// listFlag is a repeatable flag. From the environment, values are separated by
+// newlines, or by commas when there is no newline.
+type listFlag struct{ values []string }
+
+func (l *listFlag) String() string { return strings.Join(l.values, ",") }
+func (l *listFlag) Set(v string) error {
+	l.values = append(l.values, v)
+	return nil
+}
+
+// parse parses args, then fills every flag not given on the command line from its
+// environment variable.
+func (f *flags) parse(args []string, getenv func(string) string) error {
+	if err := f.fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return errHelp
+		}
+		return &usageError{err}
+	}
+	if f.fs.NArg() > 0 {
+		return &usageError{fmt.Errorf("unexpected argument %q", f.fs.Arg(0))}
+	}
+	set := map[string]bool{}
+	f.fs.Visit(func(fl *flag.Flag) { set[fl.Name] = true })
+	var err error
+	f.fs.VisitAll(func(fl *flag.Flag) {
+		if set[fl.Name] || err != nil {
+			return
+		}
+		env := envName(fl.Name)
+		v := getenv(env)
+		if v == "" {
+			return
+		}
+		values := []string{v}
+		if _, ok := fl.Value.(*listFlag); ok {
+			sep := ","
+			if strings.Contains(v, "\n") {
+				sep = "\n"
+			}
+			values = strings.Split(strings.TrimSpace(v), sep)
+		}
+		for _, one := range values {
+			if e := fl.Value.Set(strings.TrimSpace(one)); e != nil {
+				err = &usageError{fmt.Errorf("invalid value %q for %s: %v", v, env, e)}
+				return
+			}
+		}
+	})
+	return err
+}
+
+func envName(flagName string) string {
+	return envPrefix + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}
+
+// usage prints the grouped flag list.
+func (f *flags) usage(w io.Writer, intro string) {
+	fmt.Fprint(w, intro)
+	byGroup := map[string][]*flag.Flag{}
+	f.fs.VisitAll(func(fl *flag.Flag) { byGroup[f.groups[fl.Name]] = append(byGroup[f.groups[fl.Name]], fl) })
+	for _, g := range groupOrder {
+		fls := byGroup[g]
+		if len(fls) == 0 {
+			continue
+		}
+		sort.Slice(fls, func(i, j int) bool { return fls[i].Name < fls[j].Name })
+		fmt.Fprintf(w, "\n%s:\n", g)
+		for _, fl := range fls {
+			name, usage := flag.UnquoteUsage(fl)
+			head := "  --" + fl.Name
+			if name != "" {
+				head += " " + name
+			}
+			fmt.Fprintf(w, "%s\n", head)
+			fmt.Fprintf(w, "        %s\n", strings.ReplaceAll(usage, "\n", "\n        "))
+			def := fl.DefValue
+			if _, ok := fl.Value.(*listFlag); ok {
+				def = ""
+			}
+			if def != "" && def != "false" && def != "0" && def != "0s" {
+				fmt.Fprintf(w, "        default: %s\n", def)
+			}
+			fmt.Fprintf(w, "        env: %s\n", envName(fl.Name))
+		}
+	}
+}
+
+const relayIntro = `pgoutbox publishes a PostgreSQL transactional outbox table to Kafka through logical
+replication: every committed insert becomes one Kafka record, in commit order per key,
+and the replication slot is confirmed only after Kafka acknowledged the events.
+
+Usage:
+  pgoutbox [run] [flags]       stream the outbox to Kafka (the default)
+  pgoutbox status [flags]      show the slot, publication and checkpoint; exit 1 if something needs attention
+  pgoutbox version             print the version
+
+Every flag can also be set through the environment variable named below it; a flag on the
+command line wins. Repeatable flags take several values from the environment separated by
+newlines (or commas when there is no newline).
+`
+
+// options are the parsed flags of the relay command.
+type options struct {
+	cfg       relay.Config
+	logLevel  string
+	logFormat string
+	metrics   string
+}
+
+// relayFlags defines the relay's flags; parse them with f.parse and then call build.
+type relayFlags struct {
+	*flags
+	postgresURL, slot, publication, table            *string
+	brokers, kafkaConfigFile, onError, deadLetter    *string
+	kafkaConfig, headers                             *listFlag
+	topic, idCol, keyCol, typeCol, payloadCol        *string
+	checkpointStore, checkpointFile, checkpointTable *string
+	logLevel, logFormat, metricsAddr                 *string
+	maxInFlight                                      *int
+	statusInterval, shutdownTimeout, retryActive     *time.Duration
+	acceptGap, slotFailover                          *bool
+}
+
+func newRelayFlags() *relayFlags {
+	f := &relayFlags{flags: newFlags("pgoutbox")}
+	d := outbox.DefaultConfig()
+	f.postgresURL = f.string(groupPostgres, "postgres-url", "", "PostgreSQL connection `URL` or DSN (postgres://user:pass@host:5432/db?sslmode=verify-full); TLS through sslmode/sslrootcert")
+	f.slot = f.string(groupPostgres, "slot", "pgoutbox", "logical replication slot `name`; created with plugin pgoutput if missing")
+	f.publication = f.string(groupPostgres, "publication", "pgoutbox", "publication `name`; created FOR TABLE <table> WITH (publish = 'insert') if missing")
+	f.table = f.string(groupPostgres, "table", d.Table, "outbox `table` (schema.table)")
+	f.acceptGap = f.bool(groupPostgres, "accept-gap", false, "start even though the checkpoint and the slot disagree (slot dropped, re-created or lost);\nevents in the gap are not published. Use once, after reading the gap error")
+	f.slotFailover = f.bool(groupPostgres, "slot-failover", false, "create the slot as a failover slot (PostgreSQL 17+) that standbys keep in sync")
+	f.retryActive = f.duration(groupPostgres, "standby-retry", 5*time.Second, "how often a standby instance retries a slot that another instance streams from")
+
+	f.brokers = f.string(groupKafka, "kafka-brokers", "", "Kafka bootstrap `servers` (host:port,host:port)")
+	f.kafkaConfig = f.list(groupKafka, "kafka-config", "librdkafka property `key=value` (repeatable), e.g. security.protocol=SASL_SSL")
+	f.kafkaConfigFile = f.string(groupKafka, "kafka-config-file", "", "librdkafka properties `file` (key=value lines, # comments), as kcat -F reads; --kafka-config wins")
+	f.onError = f.string(groupKafka, "on-error", relay.OnErrorFail, "what to do with a row Kafka refuses (too large, bad topic, not authorized):\nfail (stop; nothing past it is confirmed) or dead-letter")
+	f.deadLetter = f.string(groupKafka, "dead-letter-topic", "outbox.dead-letter", "`topic` for rows refused by Kafka with --on-error=dead-letter")
+	f.maxInFlight = f.int(groupKafka, "max-in-flight", 20000, "events produced but not yet acknowledged before reading pauses (bounds memory and duplicates after a crash)")
+
+	f.topic = f.string(groupMapping, "topic", "", "topic `template` with {column} placeholders (default \"outbox.event.{<aggregatetype column>}\")")
+	f.idCol = f.string(groupMapping, "id-column", d.IDColumn, "`column` with the event id, sent as header \"id\"")
+	f.keyCol = f.string(groupMapping, "key-column", d.KeyColumn, "`column` with the record key (NULL gives a null key)")
+	f.typeCol = f.string(groupMapping, "aggregatetype-column", d.AggregateTypeColumn, "`column` the default topic template routes by")
+	f.payloadCol = f.string(groupMapping, "payload-column", d.PayloadColumn, "`column` with the record value (jsonb, json, text or bytea; NULL gives a null value)")
+	f.headers = f.list(groupMapping, "header-column", "also send `column[=header]` as a header (repeatable), e.g. type=eventType")
+
+	f.checkpointStore = f.string(groupOps, "checkpoint-store", relay.StoreFile, "where the confirmed position is saved before each confirm: file, or postgres\n(a table in the source database, for standbys on other hosts)")
+	f.checkpointFile = f.string(groupOps, "checkpoint-file", "pgoutbox.checkpoint", "checkpoint `path` for --checkpoint-store=file")
+	f.checkpointTable = f.string(groupOps, "checkpoint-table", "public.pgoutbox_checkpoint", "checkpoint `table` for --checkpoint-store=postgres")
+	f.statusInterval = f.duration(groupOps, "status-interval", time.Second, "how often the acknowledged position is checkpointed and confirmed to PostgreSQL")
+	f.shutdownTimeout = f.duration(groupOps, "shutdown-timeout", 30*time.Second, "how long SIGTERM waits for in-flight events to be acknowledged")
+	f.metricsAddr = f.string(groupOps, "metrics-addr", "", "serve /metrics, /healthz and /readyz on this `address` (e.g. 127.0.0.1:9187); off when empty")
+	f.logLevel = f.string(groupOps, "log-level", "info", "debug, info, warn or error")
+	f.logFormat = f.string(groupOps, "log-format", "json", "json or console")
+	return f
+}
+
+// build turns parsed flags into a validated configuration.
+func (f *relayFlags) build() (*options, error) {
+	o := &options{logLevel: *f.logLevel, logFormat: *f.logFormat, metrics: *f.metricsAddr}
+	props := map[string]string{}
+	if *f.kafkaConfigFile != "" {
+		fileProps, err := sink.ReadPropertiesFile(*f.kafkaConfigFile)
+		if err != nil {
+			return nil, &usageError{err}
+		}
+		for k, v := range fileProps {
+			props[k] = v
+		}
+	}
+	for _, kv := range f.kafkaConfig.values {
+		k, v, err := sink.ParseProperty(kv)
+		if err != nil {
+			return nil, &usageError{err}
+		}
+		props[k] = v
+	}
+	var headers []outbox.HeaderColumn
+	for _, h := range f.headers.values {
+		col, name, ok := strings.Cut(h, "=")
+		if !ok {
+			name = col
+		}
+		headers = append(headers, outbox.HeaderColumn{Column: strings.TrimSpace(col), Name: strings.TrimSpace(name)})
+	}
+	table := *f.table
+	if !strings.Contains(table, ".") {
+		table = "public." + table
+	}
+	o.cfg = relay.Config{
+		PostgresURL: *f.postgresURL,
+		Slot:        *f.slot,
+		Publication: *f.publication,
+		Mapping: outbox.Config{
+			Table:               table,
+			IDColumn:            *f.idCol,
+			KeyColumn:           *f.keyCol,
+			AggregateTypeColumn: *f.typeCol,
+			PayloadColumn:       *f.payloadCol,
+			TopicTemplate:       *f.topic,
+			Headers:             headers,
+		},
+		Kafka:           sink.Config{Brokers: *f.brokers, Properties: props, ClientID: "pgoutbox"},
+		CheckpointStore: *f.checkpointStore,
+		CheckpointFile:  *f.checkpointFile,
+		CheckpointTable: *f.checkpointTable,
+		MaxInFlight:     *f.maxInFlight,
+		StatusInterval:  *f.statusInterval,
+		ShutdownTimeout: *f.shutdownTimeout,
+		AcceptGap:       *f.acceptGap,
+		OnError:         *f.onError,
+		DeadLetterTopic: *f.deadLetter,
+		SlotFailover:    *f.slotFailover,
+		RetryActive:     *f.retryActive,
+	}
+	if err := o.cfg.Validate(); err != nil {
+		return nil, &usageError{err}
+	}
+	switch o.logFormat {
+	case "json", "console":
+	default:
+		return nil, &usageError{fmt.Errorf("--log-format %q: want json or console", o.logFormat)}
+	}
+	if _, err := parseLevel(o.logLevel); err != nil {
+		return nil, &usageError{err}
+	}
+	return o, nil
+}
+
+// getenv is os.Getenv; tests replace the environment through run's callers.
+var getenv = os.Getenv

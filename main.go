@@ -1,0 +1,67 @@
+// Command pgoutbox publishes a PostgreSQL transactional outbox table to Kafka through
+// logical replication.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(exitCode(err, os.Stderr))
+}
+
+// usageError is a mistake in the command line: exit code 2.
+type usageError struct{ err error }
+
+func (e *usageError) Error() string { return e.err.Error() }
+func (e *usageError) Unwrap() error { return e.err }
+
+// exitCode prints err and maps it to the process exit code.
+func exitCode(err error, stderr io.Writer) int {
+	var usage *usageError
+	var status *statusError
+	switch {
+	case err == nil:
+		return 0
+	case errors.Is(err, errHelp):
+		return 0
+	case errors.As(err, &usage):
+		fmt.Fprintf(stderr, "pgoutbox: %v\nRun 'pgoutbox --help' for usage.\n", err)
+		return 2
+	case errors.As(err, &status):
+		return status.code
+	default:
+		fmt.Fprintf(stderr, "pgoutbox: %v\n", err)
+		return 1
+	}
+}
+
+// run dispatches the subcommands; with no subcommand it publishes.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 {
+		switch args[0] {
+		case "run":
+			return runRelay(ctx, args[1:], stdout, stderr)
+		case "status":
+			return runStatus(ctx, args[1:], stdout, stderr)
+		case "version":
+			fmt.Fprintf(stdout, "pgoutbox %s\n", version)
+			return nil
+		case "help":
+			return runRelay(ctx, []string{"--help"}, stdout, stderr)
+		}
+	}
+	return runRelay(ctx, args, stdout, stderr)
+}

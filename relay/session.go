@@ -1,0 +1,350 @@
+package relay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/pgoutbox/pgoutbox/checkpoint"
+	"github.com/pgoutbox/pgoutbox/decoder"
+	"github.com/pgoutbox/pgoutbox/internal/failpoint"
+	"github.com/pgoutbox/pgoutbox/outbox"
+	"github.com/pgoutbox/pgoutbox/sink"
+	"github.com/pgoutbox/pgoutbox/source"
+	"github.com/pgoutbox/pgoutbox/tracker"
+)
+
+// maxTxnsInFlight bounds committed transactions waiting for acks; with many
+// transactions of one event each, the event limit is reached first.
+const maxTxnsInFlight = 1 << 16
+
+// session is one replication connection and the state that goes with it.
+type session struct {
+	r      *relay
+	stream *source.Stream
+	prod   *sink.Producer
+	store  checkpoint.Store
+	cp     checkpoint.Checkpoint // identity of the checkpoint; LSN is the last saved
+	dec    *decoder.Decoder
+	mapper *outbox.Mapper
+
+	mu      sync.Mutex // guards tr between the replication loop and the delivery reports
+	tr      *tracker.Tracker
+	room    chan struct{} // signalled after acks, wakes a loop waiting for room
+	drained chan struct{} // signalled when nothing is in flight while draining
+
+	// Owned by the replication loop.
+	commitTime  time.Time // of the open transaction, from its Begin
+	commits     []commitAt
+	confirmedAt time.Time // commit time of the newest confirmed transaction
+	serverEnd   source.LSN
+	msg         sink.Message
+	timer       *time.Timer
+}
+
+// commitAt remembers when a transaction committed, to report how far behind the
+// confirmed position is in time.
+type commitAt struct {
+	end source.LSN
+	at  time.Time
+}
+
+// session runs one replication connection until it fails or ctx ends.
+func (r *relay) session(ctx context.Context) error {
+	cfg := r.cfg
+	conn, err := source.Connect(ctx, cfg.PostgresURL)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.Background())
+	server, err := r.prepare(ctx, conn)
+	if err != nil {
+		return err
+	}
+	store, err := r.store(ctx, conn)
+	if err != nil {
+		return err
+	}
+	stream, err := source.Dial(ctx, cfg.PostgresURL)
+	if err != nil {
+		return err
+	}
+	defer stream.Close(context.Background())
+	ident, err := stream.Identify(ctx)
+	if err != nil {
+		return err
+	}
+	id := checkpoint.Checkpoint{Slot: cfg.Slot, SystemID: ident.SystemID, Database: server.Database}
+	start, err := r.position(ctx, conn, stream, store, id, server.Version)
+	if err != nil {
+		return err
+	}
+	if err := stream.Start(ctx, cfg.Slot, start.LSN, source.StartOptions{Publication: cfg.Publication}); err != nil {
+		return err
+	}
+	mapper, err := outbox.NewMapper(cfg.Mapping)
+	if err != nil {
+		return permanent(err)
+	}
+	if r.producer == nil {
+		kcfg := cfg.Kafka
+		// A dead-letter record needs the refused message's key and value back.
+		kcfg.ReportFields = cfg.OnError == OnErrorDeadLetter
+		p, err := sink.New(kcfg, nil, r.log)
+		if err != nil {
+			return permanent(err)
+		}
+		r.producer = p
+	}
+	r.streamed = true
+	r.log.Info().Str("slot", cfg.Slot).Stringer("lsn", start.LSN).Str("server", source.Describe(cfg.PostgresURL)).
+		Str("table", cfg.Mapping.Table).Msg("streaming")
+	r.m.Streaming.Set(1)
+	r.m.CheckpointLSN.Set(float64(start.LSN))
+	r.m.Confirmed(start.LSN, time.Time{})
+	defer r.m.Streaming.Set(0)
+
+	s := &session{
+		r: r, stream: stream, prod: r.producer, store: store, cp: start,
+		dec: decoder.New(), mapper: mapper,
+		tr:      tracker.New(cfg.MaxInFlight, maxTxnsInFlight),
+		room:    make(chan struct{}, 1),
+		drained: make(chan struct{}, 1),
+		timer:   time.NewTimer(time.Hour),
+	}
+	s.tr.Reset(start.LSN)
+	return s.run(ctx)
+}
+
+// run streams until ctx ends or something fails, then drains in-flight acks and
+// confirms what is safe.
+func (s *session) run(ctx context.Context) error {
+	r := s.r
+	reports, stopReports := context.WithCancel(context.Background())
+	g, gctx := errgroup.WithContext(reports)
+	g.Go(func() error { return s.prod.Run(gctx, s.onReport) })
+	// Stop reading when shutting down or when the report loop fails.
+	stopOnCancel := context.AfterFunc(ctx, s.stream.Interrupt)
+	stopOnFail := context.AfterFunc(gctx, s.stream.Interrupt)
+	defer stopOnCancel()
+	defer stopOnFail()
+
+	r.m.SetReady(true, "")
+	loopErr := s.loop(ctx, gctx)
+	r.m.SetReady(false, "stopping")
+
+	shutdown := ctx.Err() != nil
+	var drainErr error
+	if gctx.Err() == nil {
+		drainErr = s.drain(gctx, r.cfg.ShutdownTimeout)
+	}
+	// Confirm what is safe even after a failure: it is all acknowledged.
+	confirmErr := s.confirm(false)
+	stopReports()
+	reportErr := g.Wait()
+
+	s.mu.Lock()
+	left := s.tr.InFlight()
+	s.mu.Unlock()
+	if left > 0 || reportErr != nil || s.prod.InQueue() > 0 {
+		// Messages still queued would report to a tracker that no longer exists; a
+		// new producer starts clean, and the events are replayed from the checkpoint.
+		r.closeProducer()
+	}
+	switch {
+	case reportErr != nil:
+		if sink.Fatal(reportErr) {
+			r.m.ProducerErrors.WithLabelValues("fatal").Inc()
+			return fmt.Errorf("kafka producer failed, rebuilding it and resuming from the checkpoint: %w", reportErr)
+		}
+		return reportErr
+	case loopErr != nil:
+		return loopErr
+	case drainErr != nil:
+		return drainErr
+	case shutdown && confirmErr != nil:
+		return fmt.Errorf("final confirm: %w", confirmErr)
+	}
+	if shutdown {
+		r.log.Info().Stringer("confirmed", s.cp.LSN).Msg("stopped; every acknowledged event is confirmed")
+	}
+	return nil
+}
+
+// loop is the replication loop: it reads, decodes, maps and produces, and every
+// StatusInterval saves the checkpoint and confirms. It returns nil when ctx ends.
+func (s *session) loop(ctx, reports context.Context) error {
+	interval := s.r.cfg.StatusInterval
+	next := time.Now().Add(interval)
+	for {
+		if ctx.Err() != nil || reports.Err() != nil {
+			return nil
+		}
+		now := time.Now()
+		if !now.Before(next) {
+			if err := s.confirm(false); err != nil {
+				return err
+			}
+			next = now.Add(interval)
+		}
+		if s.full() {
+			// Backpressure: Kafka is slow or down. Stop reading (the walsender waits
+			// on TCP) but keep confirming so it does not time out.
+			s.wait(ctx, reports, next)
+			continue
+		}
+		msg, err := s.stream.Receive(next)
+		switch {
+		case errors.Is(err, source.ErrTimeout):
+			continue
+		case errors.Is(err, source.ErrInterrupted):
+			return nil
+		case err != nil:
+			return err
+		}
+		if msg.ServerWALEnd > s.serverEnd {
+			s.serverEnd = msg.ServerWALEnd
+		}
+		if msg.Keepalive {
+			s.keepalive(msg)
+			if msg.ReplyRequested {
+				if err := s.confirm(false); err != nil {
+					return err
+				}
+				next = time.Now().Add(interval)
+			}
+			continue
+		}
+		if err := s.handle(msg); err != nil {
+			return err
+		}
+	}
+}
+
+// keepalive confirms the server's WAL position when nothing is in flight, so an idle
+// outbox in a busy database does not pin WAL. Only then: with anything in flight the
+// position may be past an unacknowledged event.
+func (s *session) keepalive(msg *source.Message) {
+	s.mu.Lock()
+	s.tr.Advance(msg.ServerWALEnd)
+	s.mu.Unlock()
+}
+
+func (s *session) full() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.tr.Full()
+}
+
+// wait blocks until an ack makes room, the next status update is due, or either
+// context ends.
+func (s *session) wait(ctx, reports context.Context, until time.Time) {
+	s.r.m.Turn()
+	s.timer.Reset(time.Until(until))
+	select {
+	case <-s.room:
+	case <-s.timer.C:
+	case <-ctx.Done():
+	case <-reports.Done():
+	}
+	if !s.timer.Stop() {
+		select {
+		case <-s.timer.C:
+		default:
+		}
+	}
+}
+
+// drain waits up to timeout for every in-flight event to be acknowledged, confirming
+// meanwhile so the walsender does not time out.
+func (s *session) drain(reports context.Context, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		s.mu.Lock()
+		n := s.tr.InFlight()
+		s.mu.Unlock()
+		if n == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%d events still unacknowledged after %s; they are not confirmed and will be published again on restart", n, timeout)
+		}
+		s.timer.Reset(min(s.r.cfg.StatusInterval, time.Until(deadline)+time.Millisecond))
+		select {
+		case <-s.drained:
+		case <-s.timer.C:
+			_ = s.confirm(false)
+		case <-reports.Done():
+			return nil
+		}
+		if !s.timer.Stop() {
+			select {
+			case <-s.timer.C:
+			default:
+			}
+		}
+	}
+}
+
+// confirm saves the safe position to the checkpoint and then confirms it to
+// PostgreSQL. The order matters: a checkpoint ahead of the slot is harmless (the
+// next start takes the newer of the two), a slot ahead of a lost checkpoint is a gap.
+func (s *session) confirm(reply bool) error {
+	r := s.r
+	r.m.Turn()
+	s.mu.Lock()
+	safe := s.tr.Safe()
+	inflight := s.tr.InFlight()
+	idle := s.tr.Idle()
+	s.mu.Unlock()
+	r.m.InFlight.Set(float64(inflight))
+	if safe > s.cp.LSN {
+		cp := s.cp
+		cp.LSN = safe
+		if err := r.save(context.Background(), s.store, cp); err != nil {
+			return err
+		}
+		s.cp = cp
+	}
+	if err := s.stream.SendStatus(s.cp.LSN, reply); err != nil {
+		return err
+	}
+	failpoint.Hit("after-confirm")
+	r.m.Confirmed(s.cp.LSN, s.confirmedCommit(idle))
+	if s.serverEnd > s.cp.LSN {
+		r.m.LagBytes.Set(float64(s.serverEnd - s.cp.LSN))
+	} else {
+		r.m.LagBytes.Set(0)
+	}
+	return nil
+}
+
+// confirmedCommit drops remembered commits up to the confirmed position and returns
+// the newest confirmed one's time, or zero when caught up.
+func (s *session) confirmedCommit(idle bool) time.Time {
+	i := 0
+	for ; i < len(s.commits) && s.commits[i].end <= s.cp.LSN; i++ {
+		s.confirmedAt = s.commits[i].at
+	}
+	s.commits = s.commits[:copy(s.commits, s.commits[i:])]
+	if idle {
+		s.confirmedAt = time.Time{}
+	}
+	return s.confirmedAt
+}
+
+// save writes a checkpoint durably, between the failpoints crash tests use.
+func (r *relay) save(ctx context.Context, store checkpoint.Store, cp checkpoint.Checkpoint) error {
+	cp.UpdatedAt = time.Now().UTC()
+	failpoint.Hit("before-checkpoint")
+	if err := store.Save(ctx, cp); err != nil {
+		return fmt.Errorf("save checkpoint: %w", err)
+	}
+	failpoint.Hit("after-checkpoint")
+	r.m.CheckpointLSN.Set(float64(cp.LSN))
+	return nil
+}

@@ -1,0 +1,165 @@
+package relay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/pgoutbox/pgoutbox/checkpoint"
+	"github.com/pgoutbox/pgoutbox/source"
+)
+
+// GapError means the slot cannot deliver every event after the checkpoint: the slot
+// is missing, was re-created, lost its WAL, or the checkpoint belongs to another
+// cluster or slot. pgoutbox refuses to start rather than skip events silently.
+type GapError struct {
+	Reason string
+}
+
+func (e *GapError) Error() string {
+	return "gap between checkpoint and slot: " + e.Reason +
+		"; pgoutbox will not skip events silently. Find what happened to the slot; to start anyway from the slot's position " +
+		"(events in the gap are not published; republish them from the outbox table if needed), run once with --accept-gap"
+}
+
+// target is the database a session streams from.
+type target struct {
+	server source.Server
+	cp     checkpoint.Checkpoint // identity fields filled, LSN is the start
+}
+
+// prepare checks the server, role, table and publication, creating the publication
+// when it is missing.
+func (r *relay) prepare(ctx context.Context, conn *source.Conn) (source.Server, error) {
+	cfg := r.cfg
+	table := cfg.Mapping.Table
+	server, err := conn.Server(ctx)
+	if err != nil {
+		return server, err
+	}
+	if err := source.CheckServer(server); err != nil {
+		return server, err
+	}
+	cols, err := conn.Columns(ctx, table)
+	if err != nil {
+		return server, err
+	}
+	mapped, err := cfg.Mapping.Columns()
+	if err != nil {
+		return server, permanent(err)
+	}
+	if err := source.CheckColumns(table, cols, mapped, cfg.Mapping.PayloadColumn); err != nil {
+		return server, err
+	}
+	if err := conn.CheckRole(ctx, table); err != nil {
+		return server, err
+	}
+	pub, found, err := conn.Publication(ctx, cfg.Publication, table)
+	if err != nil {
+		return server, err
+	}
+	if !found {
+		if err := conn.CreatePublication(ctx, cfg.Publication, table); err != nil {
+			return server, err
+		}
+		r.log.Info().Str("publication", cfg.Publication).Str("table", table).Msg("publication created")
+		return server, nil
+	}
+	if err := source.CheckPublication(pub, table); err != nil {
+		return server, err
+	}
+	if pub.AllTables || pub.TableCount > 1 || pub.Update || pub.Delete {
+		r.log.Info().Str("publication", pub.Name).Bool("all_tables", pub.AllTables).Int("tables", pub.TableCount).
+			Bool("update", pub.Update).Bool("delete", pub.Delete).
+			Msg("publication sends more than inserts into the outbox table; pgoutbox decodes and skips the rest (a dedicated publication costs less)")
+	}
+	return server, nil
+}
+
+// store returns the checkpoint store for this session.
+func (r *relay) store(ctx context.Context, conn *source.Conn) (checkpoint.Store, error) {
+	if r.cfg.CheckpointStore == StoreFile {
+		return r.file, nil
+	}
+	s := checkpoint.NewPostgres(conn.PgxConn(), r.cfg.CheckpointTable)
+	if err := s.Init(ctx); err != nil {
+		return nil, permanent(err)
+	}
+	return s, nil
+}
+
+// position decides where streaming starts: the newer of the checkpoint and the slot's
+// confirmed_flush_lsn, after ruling out a gap. It creates the slot on first start.
+func (r *relay) position(ctx context.Context, conn *source.Conn, stream *source.Stream, store checkpoint.Store, id checkpoint.Checkpoint, serverVersion int) (checkpoint.Checkpoint, error) {
+	cfg := r.cfg
+	cp, err := store.Load(ctx, cfg.Slot)
+	hasCP := err == nil
+	if err != nil && !errors.Is(err, checkpoint.ErrNotFound) {
+		return cp, permanent(fmt.Errorf("load checkpoint from %s: %w", store.Describe(), err))
+	}
+	if hasCP {
+		if err := sameOrigin(cp, id); err != nil && !cfg.AcceptGap {
+			return cp, err
+		}
+	}
+	slot, found, err := conn.Slot(ctx, cfg.Slot)
+	if err != nil {
+		return cp, err
+	}
+	if found {
+		if err := source.CheckSlot(slot, id.Database); err != nil {
+			return cp, err
+		}
+	}
+	switch {
+	case found && slot.WALStatus == "lost":
+		if !cfg.AcceptGap {
+			return cp, &GapError{Reason: fmt.Sprintf("slot %q has wal_status 'lost': PostgreSQL removed WAL it still needed (max_slot_wal_keep_size), so events after %s are gone from WAL", cfg.Slot, slot.ConfirmedLSN)}
+		}
+		r.log.Warn().Str("slot", cfg.Slot).Msg("--accept-gap: dropping the lost slot and creating it again; events in the gap are not published")
+		if err := stream.DropSlot(ctx, cfg.Slot); err != nil {
+			return cp, fmt.Errorf("drop lost slot: %w", err)
+		}
+		found = false
+	case !found && hasCP && !cfg.AcceptGap:
+		return cp, &GapError{Reason: fmt.Sprintf("slot %q does not exist, but checkpoint %s says events up to %s were published from it; events committed since may exist only in the dropped slot's WAL", cfg.Slot, store.Describe(), cp.LSN)}
+	case found && hasCP && slot.ConfirmedLSN > cp.LSN && !cfg.AcceptGap:
+		return cp, &GapError{Reason: fmt.Sprintf("slot %q is confirmed up to %s, past checkpoint %s at %s: the slot was re-created or advanced by another consumer, so events in between may never have been published (for several hosts, use --checkpoint-store postgres)", cfg.Slot, slot.ConfirmedLSN, store.Describe(), cp.LSN)}
+	}
+
+	start := id
+	if !found {
+		created, err := stream.CreateSlot(ctx, cfg.Slot, serverVersion, source.SlotOptions{Failover: cfg.SlotFailover})
+		if err != nil {
+			return cp, err
+		}
+		r.log.Info().Str("slot", cfg.Slot).Stringer("consistent_point", created.ConsistentPoint).Msg("replication slot created")
+		start.LSN = created.ConsistentPoint
+	} else {
+		start.LSN = slot.ConfirmedLSN
+		if hasCP && cp.LSN > start.LSN && sameOrigin(cp, id) == nil {
+			// PostgreSQL 15 may lose a flush-only confirm in a crash; the checkpoint
+			// remembers it.
+			start.LSN = cp.LSN
+		}
+	}
+	if !hasCP || cp.LSN != start.LSN || sameOrigin(cp, id) != nil {
+		if err := r.save(ctx, store, start); err != nil {
+			return cp, err
+		}
+	}
+	return start, nil
+}
+
+// sameOrigin reports a checkpoint that belongs to another cluster, database or slot.
+func sameOrigin(cp, id checkpoint.Checkpoint) error {
+	switch {
+	case cp.Slot != id.Slot:
+		return &GapError{Reason: fmt.Sprintf("the checkpoint belongs to slot %q, not %q", cp.Slot, id.Slot)}
+	case cp.SystemID != "" && id.SystemID != "" && cp.SystemID != id.SystemID:
+		return &GapError{Reason: fmt.Sprintf("the checkpoint is from another PostgreSQL cluster (system identifier %s, this server is %s): a restored or re-initialized server has different WAL positions", cp.SystemID, id.SystemID)}
+	case cp.Database != "" && cp.Database != id.Database:
+		return &GapError{Reason: fmt.Sprintf("the checkpoint is from database %q, not %q", cp.Database, id.Database)}
+	}
+	return nil
+}

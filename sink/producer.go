@@ -1,0 +1,327 @@
+// Package sink owns everything Kafka: the librdkafka producer, its delivery reports,
+// the exactly-once transactions and the checkpoint topic.
+//
+// Each message carries a token (the LSN of its PostgreSQL transaction) that comes back
+// on its delivery report, so the caller can tell which transaction an ack completes.
+// Delivery reports are drained by one goroutine, Run.
+package sink
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+	"github.com/jackc/pglogrepl"
+	"github.com/rs/zerolog"
+)
+
+// Message is one record to produce. Produce copies everything it needs, so the
+// caller may reuse the Message and its byte slices as soon as Produce returns.
+type Message struct {
+	Topic     string
+	Key       []byte // nil is a null key
+	Value     []byte // nil is a null value
+	Headers   []Header
+	Timestamp time.Time
+	ID        []byte // event id, reported with a failed delivery
+	Token     pglogrepl.LSN
+	// Committed is the commit time of the message's transaction; the delivery
+	// report carries it back to measure commit-to-ack latency.
+	Committed time.Time
+}
+
+// Header is one record header.
+type Header struct {
+	Key   string
+	Value []byte
+}
+
+// Report is the outcome of one Produce.
+type Report struct {
+	Token     pglogrepl.LSN
+	Committed time.Time
+	Topic     string
+	Partition int32
+	Offset    int64
+	Bytes     int // key + value size, for metrics
+	// DeadLetter marks the report of a ProduceDeadLetter message.
+	DeadLetter bool
+	// Err is nil when the broker acknowledged the message. Otherwise the fields below
+	// describe the message (Key, Value and Headers only with Config.ReportFields).
+	Err     error
+	ID      string
+	Key     []byte
+	Value   []byte
+	Headers []Header
+}
+
+// inflight is what rides with a message through librdkafka as its opaque.
+// Pooled: one is needed per message in flight.
+type inflight struct {
+	deadLetter bool
+	token      pglogrepl.LSN
+	committed  time.Time
+	id         []byte
+	bytes      int
+}
+
+var inflightPool = sync.Pool{New: func() any { return new(inflight) }}
+
+// Producer is an idempotent librdkafka producer.
+//
+// Produce is called by one goroutine (the replication loop) and Run by another; they
+// share only librdkafka, which is safe for that.
+type Producer struct {
+	p   *kafka.Producer
+	log zerolog.Logger
+	msg kafka.Message // reused by Produce
+	hdr []kafka.Header
+
+	dlMu sync.Mutex // ProduceDeadLetter is called from both goroutines
+
+	brokersDown bool // owned by Run
+}
+
+// New creates a producer. It does not wait for the brokers: librdkafka connects in the
+// background and Run reports when it cannot.
+func New(cfg Config, extra map[string]string, log zerolog.Logger) (*Producer, error) {
+	if cfg.Brokers == "" {
+		return nil, errors.New("no kafka brokers given")
+	}
+	cm := kafka.ConfigMap{}
+	for k, v := range cfg.properties() {
+		cm[k] = v
+	}
+	for k, v := range extra {
+		cm[k] = v
+	}
+	fields := "none"
+	if cfg.ReportFields {
+		fields = "key,value,headers"
+	}
+	cm["go.delivery.report.fields"] = fields
+	// The Go client preallocates these channels; its defaults (a million entries)
+	// would cost tens of megabytes before the first event.
+	cm["go.events.channel.size"] = 20000
+	cm["go.produce.channel.size"] = 1
+	cm["go.logs.channel.enable"] = true
+	p, err := kafka.NewProducer(&cm)
+	if err != nil {
+		return nil, fmt.Errorf("create kafka producer: %w", err)
+	}
+	return &Producer{p: p, log: log}, nil
+}
+
+// ErrQueueFull is returned by Produce when librdkafka's queue is full; wait for
+// delivery reports and retry.
+var ErrQueueFull = errors.New("kafka producer queue is full")
+
+// Produce enqueues m. The outcome arrives on Run's handler, except when Produce
+// returns an error: then no report will come for m. Produce is called by one
+// goroutine only.
+func (p *Producer) Produce(m *Message) error {
+	return p.produce(m, &p.msg, &p.hdr, false)
+}
+
+// ProduceDeadLetter enqueues a dead-letter record; its report has DeadLetter set.
+// Rare, so it may be called from any goroutine. It does not wait when the queue is
+// full (the report goroutine must not block), it returns ErrQueueFull.
+func (p *Producer) ProduceDeadLetter(m *Message) error {
+	p.dlMu.Lock()
+	defer p.dlMu.Unlock()
+	var k kafka.Message
+	var hdr []kafka.Header
+	return p.produce(m, &k, &hdr, true)
+}
+
+func (p *Producer) produce(m *Message, k *kafka.Message, hdr *[]kafka.Header, deadLetter bool) error {
+	topic := m.Topic
+	k.TopicPartition = kafka.TopicPartition{Topic: &topic, Partition: kafka.PartitionAny}
+	k.Key = m.Key
+	k.Value = m.Value
+	k.Timestamp = m.Timestamp
+	*hdr = (*hdr)[:0]
+	for _, h := range m.Headers {
+		*hdr = append(*hdr, kafka.Header{Key: h.Key, Value: h.Value})
+	}
+	k.Headers = *hdr
+	in := inflightPool.Get().(*inflight)
+	in.deadLetter = deadLetter
+	in.token = m.Token
+	in.committed = m.Committed
+	in.id = append(in.id[:0], m.ID...)
+	in.bytes = len(m.Key) + len(m.Value)
+	k.Opaque = in
+	err := p.p.Produce(k, nil)
+	k.Opaque = nil
+	if err != nil {
+		inflightPool.Put(in)
+		var kerr kafka.Error
+		if errors.As(err, &kerr) && kerr.Code() == kafka.ErrQueueFull {
+			return ErrQueueFull
+		}
+		return &DeliveryError{ID: string(m.ID), Topic: m.Topic, Err: err}
+	}
+	return nil
+}
+
+// DeliveryError is a message Kafka refused.
+type DeliveryError struct {
+	ID    string
+	Topic string
+	Err   error
+}
+
+func (e *DeliveryError) Error() string {
+	return fmt.Sprintf("event id=%s topic=%s: %v", e.ID, e.Topic, e.Err)
+}
+
+func (e *DeliveryError) Unwrap() error { return e.Err }
+
+// Permanent reports whether err is about the message itself (too large, bad topic,
+// missing topic, not authorized): producing it again gives the same answer, so an
+// error policy (stop or dead-letter) applies. Anything else — a message that
+// timed out or was purged, a fatal producer error — is about the pipeline, which is
+// rebuilt from the checkpoint instead.
+func Permanent(err error) bool {
+	var kerr kafka.Error
+	if !errors.As(err, &kerr) {
+		return false
+	}
+	if kerr.IsFatal() {
+		return false
+	}
+	switch kerr.Code() {
+	case kafka.ErrMsgSizeTooLarge, kafka.ErrInvalidMsgSize, kafka.ErrTopicException,
+		kafka.ErrUnknownTopicOrPart, kafka.ErrUnknownTopic, kafka.ErrTopicAuthorizationFailed,
+		kafka.ErrInvalidRecord, kafka.ErrRecordListTooLarge, kafka.ErrInvalidMsg,
+		kafka.ErrPolicyViolation, kafka.ErrInvalidArg:
+		return true
+	}
+	return false
+}
+
+// Fatal reports whether err means the producer can no longer be used.
+func Fatal(err error) bool {
+	var kerr kafka.Error
+	return errors.As(err, &kerr) && kerr.IsFatal()
+}
+
+// Run drains delivery reports and client events until ctx ends or the producer hits
+// a fatal error, calling handle for every report. handle runs on Run's goroutine.
+// Run returns nil when ctx ends, the fatal error otherwise.
+func (p *Producer) Run(ctx context.Context, handle func(*Report) error) error {
+	var r Report
+	logs := p.p.Logs()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case l, ok := <-logs:
+			if ok {
+				p.logLibrdkafka(l)
+			}
+		case ev, ok := <-p.p.Events():
+			if !ok {
+				return errors.New("kafka producer closed")
+			}
+			switch e := ev.(type) {
+			case *kafka.Message:
+				p.report(e, &r)
+				if err := handle(&r); err != nil {
+					return err
+				}
+			case kafka.Error:
+				if e.IsFatal() {
+					return fmt.Errorf("kafka producer: %w", e)
+				}
+				p.clientError(e)
+			}
+		}
+	}
+}
+
+func (p *Producer) report(m *kafka.Message, r *Report) {
+	*r = Report{}
+	in, _ := m.Opaque.(*inflight)
+	if in != nil {
+		r.Token = in.token
+		r.DeadLetter = in.deadLetter
+		r.Committed = in.committed
+		r.Bytes = in.bytes
+	}
+	if m.TopicPartition.Topic != nil {
+		r.Topic = *m.TopicPartition.Topic
+	}
+	r.Partition = m.TopicPartition.Partition
+	r.Offset = int64(m.TopicPartition.Offset)
+	if err := m.TopicPartition.Error; err != nil {
+		r.Err = err
+		if in != nil {
+			r.ID = string(in.id)
+		}
+		r.Key, r.Value = m.Key, m.Value
+		for _, h := range m.Headers {
+			r.Headers = append(r.Headers, Header{Key: h.Key, Value: h.Value})
+		}
+	} else if p.brokersDown {
+		p.brokersDown = false
+		p.log.Info().Msg("kafka brokers reachable again")
+	}
+	if in != nil {
+		inflightPool.Put(in)
+	}
+}
+
+// clientError logs a non-fatal client-level error once per state change: librdkafka
+// recovers from these by itself (reconnects, retries) and keeps the messages queued.
+func (p *Producer) clientError(e kafka.Error) {
+	if e.Code() == kafka.ErrAllBrokersDown {
+		if !p.brokersDown {
+			p.brokersDown = true
+			p.log.Warn().Str("error", e.Error()).Msg("kafka brokers down; holding events and retrying")
+		}
+		return
+	}
+	p.log.Debug().Str("error", e.Error()).Msg("kafka client error")
+}
+
+// logLibrdkafka forwards librdkafka's own log lines at debug level: they repeat on
+// every reconnect attempt, and Run already logs each broker state change once.
+func (p *Producer) logLibrdkafka(l kafka.LogEvent) {
+	p.log.Debug().Str("facility", l.Tag).Int("syslog_level", l.Level).Msg(l.Message)
+}
+
+// Flush waits up to timeout for queued messages to be delivered and reports how many
+// are still waiting.
+func (p *Producer) Flush(timeout time.Duration) int {
+	return p.p.Flush(int(timeout.Milliseconds()))
+}
+
+// InQueue reports messages not yet delivered.
+func (p *Producer) InQueue() int { return p.p.Len() }
+
+// Close purges what is still queued and closes the producer. Purged messages get
+// no ack, so their transactions stay unconfirmed and are replayed.
+func (p *Producer) Close() {
+	_ = p.p.Purge(kafka.PurgeQueue | kafka.PurgeInFlight | kafka.PurgeNonBlocking)
+	done := make(chan struct{})
+	go func() {
+		// Events must be drained or Close blocks on a full channel.
+		for {
+			select {
+			case <-done:
+				return
+			case _, ok := <-p.p.Events():
+				if !ok {
+					return
+				}
+			}
+		}
+	}()
+	p.p.Close()
+	close(done)
+}
