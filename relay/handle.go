@@ -23,6 +23,7 @@ func (s *session) handle(msg *source.Message) error {
 	switch ev.Type {
 	case decoder.TypeBegin:
 		s.commitTime = ev.Begin.CommitTime
+		s.openEvents = 0
 		s.mu.Lock()
 		err = s.tr.Begin(ev.Begin.FinalLSN)
 		s.mu.Unlock()
@@ -30,7 +31,8 @@ func (s *session) handle(msg *source.Message) error {
 		s.mu.Lock()
 		err = s.tr.Commit(ev.Commit.EndLSN)
 		s.mu.Unlock()
-		s.commits = append(s.commits, commitAt{end: ev.Commit.EndLSN, at: ev.Commit.CommitTime})
+		s.commits = append(s.commits, commitAt{end: ev.Commit.EndLSN, at: ev.Commit.CommitTime, events: s.openEvents})
+		s.openEvents = 0
 		m.Transactions.Inc()
 	case decoder.TypeRelation:
 		if s.mapper.Matches(ev.Relation) {
@@ -71,6 +73,8 @@ func (s *session) publish(rec *outbox.Record) error {
 	if err != nil {
 		return err
 	}
+	s.openEvents++
+	s.unconfirmed++
 	msg := &s.msg
 	msg.Topic = rec.Topic
 	msg.Key = rec.Key
@@ -148,6 +152,8 @@ func (s *session) badRow(rowErr *outbox.RowError, token *source.LSN) error {
 		if err != nil {
 			return err
 		}
+		s.openEvents++
+		s.unconfirmed++
 		token = &t
 	}
 	return s.sendDeadLetter(rowErr, *token, s.commitTime)

@@ -39,18 +39,26 @@ type session struct {
 
 	// Owned by the replication loop.
 	commitTime  time.Time // of the open transaction, from its Begin
-	commits     []commitAt
+	commits     []commitAt // committed transactions not yet confirmed, oldest first
+	commitsHead int
 	confirmedAt time.Time // commit time of the newest confirmed transaction
+	// openEvents counts the open transaction's events; unconfirmed counts every
+	// produced event not yet covered by the checkpoint, open transaction included.
+	// These are what a crash would publish again.
+	openEvents  int
+	unconfirmed int
 	serverEnd   source.LSN
 	msg         sink.Message
 	timer       *time.Timer
 }
 
-// commitAt remembers when a transaction committed, to report how far behind the
-// confirmed position is in time.
+// commitAt remembers a committed transaction until it is confirmed: when it
+// committed, to report how far behind the confirmed position is in time, and how
+// many events it had, to bound what a crash publishes twice.
 type commitAt struct {
-	end source.LSN
-	at  time.Time
+	end    source.LSN
+	at     time.Time
+	events int
 }
 
 // session runs one replication connection until it fails or ctx ends.
@@ -191,6 +199,14 @@ func (s *session) loop(ctx, reports context.Context) error {
 			}
 			next = now.Add(interval)
 		}
+		// Checkpoint early under load, so that what a crash would publish again
+		// stays within the in-flight window instead of a status interval's worth.
+		if s.unconfirmed >= s.r.cfg.MaxInFlight/2 && s.safeAhead() {
+			if err := s.confirm(false); err != nil {
+				return err
+			}
+			next = time.Now().Add(interval)
+		}
 		if s.full() {
 			// Backpressure: Kafka is slow or down. Stop reading (the walsender waits
 			// on TCP) but keep confirming so it does not time out.
@@ -234,10 +250,24 @@ func (s *session) keepalive(msg *source.Message) {
 	s.mu.Unlock()
 }
 
+// full reports whether reading must pause: too many events unacknowledged, or too
+// many acknowledged but not yet confirmable. The open transaction does not count
+// for the second: it cannot be confirmed before its commit arrives, so a
+// transaction larger than the window streams through, bounded by acks alone.
 func (s *session) full() bool {
+	if s.unconfirmed-s.openEvents >= s.r.cfg.MaxInFlight {
+		return true
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.tr.Full()
+}
+
+// safeAhead reports whether acks made a newer position confirmable.
+func (s *session) safeAhead() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.tr.Safe() > s.cp.LSN
 }
 
 // wait blocks until an ack makes room, the next status update is due, or either
@@ -323,14 +353,19 @@ func (s *session) confirm(reply bool) error {
 	return nil
 }
 
-// confirmedCommit drops remembered commits up to the confirmed position and returns
-// the newest confirmed one's time, or zero when caught up.
+// confirmedCommit forgets committed transactions up to the confirmed position and
+// returns the newest confirmed one's commit time, or zero when caught up.
 func (s *session) confirmedCommit(idle bool) time.Time {
-	i := 0
-	for ; i < len(s.commits) && s.commits[i].end <= s.cp.LSN; i++ {
-		s.confirmedAt = s.commits[i].at
+	for s.commitsHead < len(s.commits) && s.commits[s.commitsHead].end <= s.cp.LSN {
+		c := s.commits[s.commitsHead]
+		s.confirmedAt = c.at
+		s.unconfirmed -= c.events
+		s.commitsHead++
 	}
-	s.commits = s.commits[:copy(s.commits, s.commits[i:])]
+	if s.commitsHead > len(s.commits)/2 {
+		s.commits = s.commits[:copy(s.commits, s.commits[s.commitsHead:])]
+		s.commitsHead = 0
+	}
 	if idle {
 		s.confirmedAt = time.Time{}
 	}

@@ -1,0 +1,29 @@
+# The two commands a newcomer needs:
+#   make dev    run pgoutbox against a throwaway local stack (PostgreSQL + a Kafka-protocol broker)
+#   make test   run every test: unit, integration (real PostgreSQL + kfake), fault injection, fuzz
+GO      ?= go
+BIN     := bin/pgoutbox
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X main.version=$(VERSION)
+
+.PHONY: build dev test test-unit fuzz faults bench clean
+
+build:
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) .
+
+dev: build
+	$(GO) run ./internal/devstack -pgoutbox $(BIN)
+
+test: build
+	$(GO) vet ./...
+	$(GO) test -count=1 -timeout 20m ./...
+	$(GO) test -count=1 -race ./decoder/ ./tracker/ ./outbox/ ./checkpoint/
+	$(GO) test ./decoder/ -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime 20s
+	$(GO) test ./tracker/ -run '^$$' -fuzz '^FuzzTracker$$' -fuzztime 10s
+
+# Only the fast tests that need no PostgreSQL.
+test-unit:
+	$(GO) test -count=1 ./decoder/ ./tracker/ ./outbox/ ./sink/ ./source/ ./metrics/
+
+clean:
+	rm -rf bin
