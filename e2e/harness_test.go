@@ -284,7 +284,7 @@ func (e *env) exec(sql string, args ...any) {
 // event is one outbox row as a test writes it.
 type event struct {
 	ID, Type, AggID, Kind string
-	Payload           string
+	Payload               string
 }
 
 // insertTx inserts events in one transaction and returns them.

@@ -38,7 +38,7 @@ type session struct {
 	drained chan struct{} // signalled when nothing is in flight while draining
 
 	// Owned by the replication loop.
-	commitTime  time.Time // of the open transaction, from its Begin
+	commitTime  time.Time  // of the open transaction, from its Begin
 	commits     []commitAt // committed transactions not yet confirmed, oldest first
 	commitsHead int
 	confirmedAt time.Time // commit time of the newest confirmed transaction
