@@ -114,7 +114,10 @@ func (f *flags) parse(args []string, getenv func(string) string) error {
 			values = strings.Split(strings.TrimSpace(v), sep)
 		}
 		for _, one := range values {
-			if e := fl.Value.Set(strings.TrimSpace(one)); e != nil {
+			if one = strings.TrimSpace(one); one == "" {
+				continue
+			}
+			if e := fl.Value.Set(one); e != nil {
 				err = &usageError{fmt.Errorf("invalid value %q for %s: %v", v, env, e)}
 				return
 			}
@@ -192,7 +195,10 @@ type relayFlags struct {
 	logLevel, logFormat, metricsAddr                 *string
 	maxInFlight                                      *int
 	statusInterval, shutdownTimeout, retryActive     *time.Duration
-	acceptGap, slotFailover                          *bool
+	acceptGap, slotFailover, exactlyOnce             *bool
+	checkpointTopic, txnID                           *string
+	txnInterval                                      *time.Duration
+	txnMaxEvents                                     *int
 }
 
 func newRelayFlags() *relayFlags {
@@ -211,7 +217,12 @@ func newRelayFlags() *relayFlags {
 	f.kafkaConfigFile = f.string(groupKafka, "kafka-config-file", "", "librdkafka properties `file` (key=value lines, # comments), as kcat -F reads; --kafka-config wins")
 	f.onError = f.string(groupKafka, "on-error", relay.OnErrorFail, "what to do with a row Kafka refuses (too large, bad topic, not authorized):\nfail (stop; nothing past it is confirmed) or dead-letter")
 	f.deadLetter = f.string(groupKafka, "dead-letter-topic", "outbox.dead-letter", "`topic` for rows refused by Kafka with --on-error=dead-letter")
-	f.maxInFlight = f.int(groupKafka, "max-in-flight", 20000, "events produced but not yet acknowledged before reading pauses (bounds memory and duplicates after a crash)")
+	f.maxInFlight = f.int(groupKafka, "max-in-flight", 20000, "events published but not yet checkpointed before reading pauses; bounds memory and\nwhat a crash publishes twice (a transaction larger than this is replayed whole)")
+	f.exactlyOnce = f.bool(groupKafka, "exactly-once", false, "publish with Kafka transactions that also carry the checkpoint: read_committed\nconsumers see every event exactly once across crashes")
+	f.checkpointTopic = f.string(groupKafka, "checkpoint-topic", "pgoutbox.checkpoints", "compacted `topic` for the exactly-once checkpoint records (created if missing)")
+	f.txnID = f.string(groupKafka, "transactional-id", "", "transactional.id for --exactly-once (default \"pgoutbox-<slot>\"); every instance on a slot must use the same")
+	f.txnInterval = f.duration(groupKafka, "txn-interval", 100*time.Millisecond, "longest a Kafka transaction stays open with --exactly-once (read_committed latency)")
+	f.txnMaxEvents = f.int(groupKafka, "txn-max-events", 5000, "events per Kafka transaction with --exactly-once before it commits, even mid-way\nthrough a PostgreSQL transaction")
 
 	f.topic = f.string(groupMapping, "topic", "", "topic `template` with {column} placeholders (default \"outbox.event.{<aggregatetype column>}\")")
 	f.idCol = f.string(groupMapping, "id-column", d.IDColumn, "`column` with the event id, sent as header \"id\"")
@@ -288,6 +299,11 @@ func (f *relayFlags) build() (*options, error) {
 		DeadLetterTopic: *f.deadLetter,
 		SlotFailover:    *f.slotFailover,
 		RetryActive:     *f.retryActive,
+		ExactlyOnce:     *f.exactlyOnce,
+		CheckpointTopic: *f.checkpointTopic,
+		TransactionalID: *f.txnID,
+		TxnInterval:     *f.txnInterval,
+		TxnMaxEvents:    *f.txnMaxEvents,
 	}
 	if err := o.cfg.Validate(); err != nil {
 		return nil, &usageError{err}

@@ -28,6 +28,9 @@ var (
 	binary string          // the pgoutbox binary under test
 	shared *pgtest.Cluster // one server for the tests that do not restart it
 	dbSeq  atomic.Int64
+	// procSeq numbers pgoutbox runs; with E2E_LOG_DIR set, each run's output is
+	// kept there under the test's name and this number.
+	procSeq atomic.Int64
 )
 
 // role is the least-privilege role from sql/role.sql that pgoutbox runs as.
@@ -81,6 +84,9 @@ type env struct {
 	brokers string
 	dir     string
 	admin   *pgx.Conn
+	// readCommitted makes the test's consumer hide open and aborted transactions,
+	// as exactly-once consumers must.
+	readCommitted bool
 }
 
 type envOptions struct {
@@ -189,8 +195,13 @@ func (e *env) startEnv(environ []string, extra ...string) *proc {
 		p.err = p.cmd.Wait()
 		close(p.done)
 	}()
+	seq := procSeq.Add(1)
 	e.t.Cleanup(func() {
 		p.kill()
+		if dir := os.Getenv("E2E_LOG_DIR"); dir != "" {
+			name := fmt.Sprintf("%s-%03d.log", strings.ReplaceAll(e.t.Name(), "/", "_"), seq)
+			_ = os.WriteFile(filepath.Join(dir, name), []byte(p.out.String()), 0o644)
+		}
 		if e.t.Failed() {
 			e.t.Logf("pgoutbox output:\n%s", tail(p.out.String(), 60))
 		}
@@ -311,7 +322,7 @@ func (e *env) consume(timeout time.Duration, until func([]kafkatest.Record) bool
 	e.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	recs, err := kafkatest.Consume(ctx, e.brokers, kafkatest.ConsumeOptions{TopicRegex: `^outbox\.event\.`, Until: until})
+	recs, err := kafkatest.Consume(ctx, e.brokers, kafkatest.ConsumeOptions{TopicRegex: `^outbox\.event\.`, Until: until, ReadCommitted: e.readCommitted})
 	if err != nil && ctx.Err() == nil {
 		e.t.Fatalf("consume: %v", err)
 	}

@@ -110,6 +110,7 @@ func (m *Mapper) Matches(rel *decoder.Relation) bool {
 // Bind resolves the configured columns in rel. It is called by Map when the relation
 // changes and may be called directly to check a relation up front.
 func (m *Mapper) Bind(rel *decoder.Relation) error {
+	m.rel = nil // until every column resolved: a failed Bind must not leave half a binding
 	col := func(name, what string) (int, error) {
 		i := rel.Column(name)
 		if i < 0 {
@@ -273,7 +274,7 @@ func (m *Mapper) decodeBytea(v decoder.Value, column string) ([]byte, error) {
 		return nil, fmt.Errorf("column %q: %w", column, err)
 	}
 	m.scratch = out
-	return m.scratch[start:len(m.scratch):len(m.scratch)], nil
+	return nonNil(m.scratch[start:len(m.scratch):len(m.scratch)]), nil
 }
 
 // topic renders the template for one row, caching rendered names by their

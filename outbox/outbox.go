@@ -113,6 +113,11 @@ func (c Config) Validate() error {
 			return fmt.Errorf("topic template: %w", err)
 		}
 	}
+	for _, p := range tpl {
+		if err := checkTopicChars(p.literal); err != nil {
+			return fmt.Errorf("topic template %q: %w", c.Topic(), err)
+		}
+	}
 	names := map[string]bool{"id": true}
 	for _, h := range c.Headers {
 		if h.Column == "" || h.Name == "" {
@@ -137,6 +142,13 @@ func ValidTopic(name string) error {
 	case name == "." || name == "..":
 		return fmt.Errorf("topic name %q is not allowed", name)
 	}
+	return checkTopicChars(name)
+}
+
+// checkTopicChars reports the first character Kafka does not allow in a topic name.
+// Validate applies it to the literal parts of a template, which can be checked
+// before any row is seen.
+func checkTopicChars(name string) error {
 	for i := 0; i < len(name); i++ {
 		c := name[i]
 		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {

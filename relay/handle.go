@@ -24,6 +24,10 @@ func (s *session) handle(msg *source.Message) error {
 	case decoder.TypeBegin:
 		s.commitTime = ev.Begin.CommitTime
 		s.openEvents = 0
+		s.inTxn = true
+		if s.eos != nil {
+			s.eos.begin(ev.Begin.FinalLSN)
+		}
 		s.mu.Lock()
 		err = s.tr.Begin(ev.Begin.FinalLSN)
 		s.mu.Unlock()
@@ -33,6 +37,13 @@ func (s *session) handle(msg *source.Message) error {
 		s.mu.Unlock()
 		s.commits = append(s.commits, commitAt{end: ev.Commit.EndLSN, at: ev.Commit.CommitTime, events: s.openEvents})
 		s.openEvents = 0
+		s.inTxn = false
+		if s.eos != nil && err == nil {
+			s.eos.lastComplete = ev.Commit.EndLSN
+			if s.eos.open && s.eos.full(time.Now()) {
+				err = s.commitKafka(false)
+			}
+		}
 		m.Transactions.Inc()
 	case decoder.TypeRelation:
 		if s.mapper.Matches(ev.Relation) {
@@ -44,6 +55,9 @@ func (s *session) handle(msg *source.Message) error {
 		if !s.mapper.Matches(ev.Relation) {
 			m.SkippedChanges.WithLabelValues("other_table").Inc()
 			return nil
+		}
+		if s.eos != nil && s.eos.skip() {
+			return nil // already in Kafka, says the checkpoint record
 		}
 		rec, err := s.mapper.Map(ev.Relation, ev.Values)
 		if err != nil {
@@ -75,6 +89,11 @@ func (s *session) publish(rec *outbox.Record) error {
 	}
 	s.openEvents++
 	s.unconfirmed++
+	if s.eos != nil {
+		if err := s.ensureKafkaTxn(); err != nil {
+			return err
+		}
+	}
 	msg := &s.msg
 	msg.Topic = rec.Topic
 	msg.Key = rec.Key
@@ -87,7 +106,16 @@ func (s *session) publish(rec *outbox.Record) error {
 	for _, h := range rec.Headers {
 		msg.Headers = append(msg.Headers, sink.Header{Key: h.Key, Value: h.Value})
 	}
-	return s.produce(msg, rec)
+	if err := s.produce(msg, rec); err != nil {
+		return err
+	}
+	if s.eos != nil {
+		s.eos.events++
+		if s.eos.events >= s.r.cfg.TxnMaxEvents {
+			return s.commitKafka(s.inTxn)
+		}
+	}
+	return nil
 }
 
 // produce hands msg to librdkafka, waiting while its queue is full.
@@ -156,6 +184,11 @@ func (s *session) badRow(rowErr *outbox.RowError, token *source.LSN) error {
 		s.unconfirmed++
 		token = &t
 	}
+	if s.eos != nil {
+		if err := s.ensureKafkaTxn(); err != nil {
+			return err
+		}
+	}
 	return s.sendDeadLetter(rowErr, *token, s.commitTime)
 }
 
@@ -179,6 +212,11 @@ func (s *session) sendDeadLetter(rowErr *outbox.RowError, token source.LSN, comm
 // onReport handles one delivery report, on the report goroutine.
 func (s *session) onReport(rep *sink.Report) error {
 	m := s.r.m
+	if rep.Control {
+		// A checkpoint record's fate is its transaction's: CommitTransaction says
+		// whether it made it, and an aborted one reports "purged" here.
+		return nil
+	}
 	if rep.Err == nil {
 		s.mu.Lock()
 		err := s.tr.Done(rep.Token)
@@ -216,7 +254,9 @@ func (s *session) onReport(rep *sink.Report) error {
 	}
 	m.ProducerErrors.WithLabelValues("message").Inc()
 	rowErr := &outbox.RowError{ID: rep.ID, Topic: rep.Topic, Reason: rep.Err.Error()}
-	if s.r.cfg.OnError != OnErrorDeadLetter {
+	if s.r.cfg.OnError != OnErrorDeadLetter || s.eos != nil {
+		// In exactly-once mode the refused message dooms its Kafka transaction:
+		// dead-lettering it would need the whole batch replayed without it.
 		m.FailedEvents.Inc()
 		return permanent(&RowFailedError{Row: rowErr})
 	}

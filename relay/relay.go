@@ -68,6 +68,19 @@ type Config struct {
 	// MaxBackoff caps the wait between reconnect attempts.
 	MaxBackoff time.Duration
 
+	// ExactlyOnce publishes with Kafka transactions that also carry the checkpoint.
+	ExactlyOnce bool
+	// CheckpointTopic is the compacted topic of the exactly-once checkpoint records.
+	CheckpointTopic string
+	// TransactionalID names the transactional producer; empty derives it from the slot.
+	TransactionalID string
+	// TxnInterval is the longest a Kafka transaction stays open: read_committed
+	// consumers see events at most this late.
+	TxnInterval time.Duration
+	// TxnMaxEvents commits a Kafka transaction once it holds this many events, even
+	// in the middle of a PostgreSQL transaction.
+	TxnMaxEvents int
+
 	Log     zerolog.Logger
 	Metrics *metrics.Metrics
 }
@@ -119,7 +132,24 @@ func (c *Config) Validate() error {
 	if err := sink.CheckProperties(c.Kafka.Properties); err != nil {
 		return err
 	}
+	if c.ExactlyOnce {
+		if err := outbox.ValidTopic(c.CheckpointTopic); err != nil {
+			return fmt.Errorf("--checkpoint-topic: %w", err)
+		}
+		if c.TxnInterval <= 0 || c.TxnMaxEvents < 1 {
+			return errors.New("--txn-interval and --txn-max-events must be positive")
+		}
+	}
 	return nil
+}
+
+// TxnID is the transactional.id of the exactly-once producer: fixed per slot, so a
+// restarted or standby instance fences the one before it.
+func (c *Config) TxnID() string {
+	if c.TransactionalID != "" {
+		return c.TransactionalID
+	}
+	return "pgoutbox-" + c.Slot
 }
 
 // validSlotName applies PostgreSQL's rule for slot names (slot.c ReplicationSlotValidateName).

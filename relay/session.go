@@ -47,6 +47,8 @@ type session struct {
 	// These are what a crash would publish again.
 	openEvents  int
 	unconfirmed int
+	inTxn       bool         // between a Begin and its Commit
+	eos         *exactlyOnce // nil unless --exactly-once
 	serverEnd   source.LSN
 	msg         sink.Message
 	timer       *time.Timer
@@ -98,7 +100,14 @@ func (r *relay) session(ctx context.Context) error {
 	if err != nil {
 		return permanent(err)
 	}
-	if r.producer == nil {
+	var eos *exactlyOnce
+	if cfg.ExactlyOnce {
+		// Only now, holding the slot, may this instance fence the producer of
+		// another: a standby that did it while waiting would stop the active one.
+		if eos, err = r.startExactlyOnce(ctx, id); err != nil {
+			return err
+		}
+	} else if r.producer == nil {
 		kcfg := cfg.Kafka
 		// A dead-letter record needs the refused message's key and value back.
 		kcfg.ReportFields = cfg.OnError == OnErrorDeadLetter
@@ -120,6 +129,7 @@ func (r *relay) session(ctx context.Context) error {
 		r: r, stream: stream, prod: r.producer, store: store, cp: start,
 		dec: decoder.New(), mapper: mapper,
 		tr:      tracker.New(cfg.MaxInFlight, maxTxnsInFlight),
+		eos:     eos,
 		room:    make(chan struct{}, 1),
 		drained: make(chan struct{}, 1),
 		timer:   time.NewTimer(time.Hour),
@@ -146,6 +156,11 @@ func (s *session) run(ctx context.Context) error {
 	r.m.SetReady(false, "stopping")
 
 	shutdown := ctx.Err() != nil
+	if shutdown && loopErr == nil && gctx.Err() == nil && s.eos != nil && s.eos.open {
+		// Publish what was read, even half a PostgreSQL transaction: the checkpoint
+		// record says how much of it is in Kafka.
+		loopErr = s.commitKafka(s.inTxn)
+	}
 	var drainErr error
 	if gctx.Err() == nil {
 		drainErr = s.drain(gctx, r.cfg.ShutdownTimeout)
@@ -158,7 +173,9 @@ func (s *session) run(ctx context.Context) error {
 	s.mu.Lock()
 	left := s.tr.InFlight()
 	s.mu.Unlock()
-	if left > 0 || reportErr != nil || s.prod.InQueue() > 0 {
+	if left > 0 || reportErr != nil || s.prod.InQueue() > 0 || s.eos != nil {
+		// In exactly-once mode every session starts with a new transactional
+		// producer: InitTransactions aborts whatever this one left open.
 		// Messages still queued would report to a tracker that no longer exists; a
 		// new producer starts clean, and the events are replayed from the checkpoint.
 		r.closeProducer()
@@ -207,13 +224,27 @@ func (s *session) loop(ctx, reports context.Context) error {
 			}
 			next = time.Now().Add(interval)
 		}
+		deadline := next
+		if s.eos != nil && s.eos.open {
+			// Commit the Kafka transaction when it is due, or when the window is
+			// full: its events cannot be confirmed before it commits.
+			if !s.inTxn && !now.Before(s.eos.due) || s.full() {
+				if err := s.commitKafka(s.inTxn); err != nil {
+					return err
+				}
+				continue
+			}
+			if s.eos.due.Before(deadline) {
+				deadline = s.eos.due
+			}
+		}
 		if s.full() {
 			// Backpressure: Kafka is slow or down. Stop reading (the walsender waits
 			// on TCP) but keep confirming so it does not time out.
 			s.wait(ctx, reports, next)
 			continue
 		}
-		msg, err := s.stream.Receive(next)
+		msg, err := s.stream.Receive(deadline)
 		switch {
 		case errors.Is(err, source.ErrTimeout):
 			continue
@@ -266,8 +297,12 @@ func (s *session) full() bool {
 // safeAhead reports whether acks made a newer position confirmable.
 func (s *session) safeAhead() bool {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.tr.Safe() > s.cp.LSN
+	safe := s.tr.Safe()
+	s.mu.Unlock()
+	if s.eos != nil {
+		safe = s.eos.confirmable(safe)
+	}
+	return safe > s.cp.LSN
 }
 
 // wait blocks until an ack makes room, the next status update is due, or either
@@ -331,6 +366,10 @@ func (s *session) confirm(reply bool) error {
 	inflight := s.tr.InFlight()
 	idle := s.tr.Idle()
 	s.mu.Unlock()
+	if s.eos != nil {
+		safe = s.eos.confirmable(safe)
+		idle = idle && !s.eos.open
+	}
 	r.m.InFlight.Set(float64(inflight))
 	if safe > s.cp.LSN {
 		cp := s.cp

@@ -75,7 +75,12 @@ func ParseProperty(kv string) (string, string, error) {
 	k, v, ok := strings.Cut(kv, "=")
 	k, v = strings.TrimSpace(k), strings.TrimSpace(v)
 	if !ok || k == "" {
-		return "", "", fmt.Errorf("kafka property %q: want key=value", kv)
+		// Name only the first word: the rest may be a secret typed without '='.
+		name := ""
+		if f := strings.Fields(kv); len(f) > 0 {
+			name = f[0]
+		}
+		return "", "", fmt.Errorf("kafka property %q…: want key=value", name)
 	}
 	return k, v, nil
 }
@@ -152,5 +157,5 @@ func (c Config) Redacted() string {
 
 func secret(key string) bool {
 	k := strings.ToLower(key)
-	return strings.Contains(k, "password") || strings.Contains(k, "secret") || strings.Contains(k, "key.pem") || strings.Contains(k, "token") || strings.HasSuffix(k, ".key")
+	return strings.Contains(k, "password") || strings.Contains(k, "passphrase") || k == "sasl.oauthbearer.config" || strings.Contains(k, "secret") || strings.Contains(k, "key.pem") || strings.Contains(k, "token") || strings.HasSuffix(k, ".key")
 }

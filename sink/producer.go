@@ -47,8 +47,10 @@ type Report struct {
 	Partition int32
 	Offset    int64
 	Bytes     int // key + value size, for metrics
-	// DeadLetter marks the report of a ProduceDeadLetter message.
+	// DeadLetter marks the report of a ProduceDeadLetter message, Control one of
+	// ProduceCheckpoint.
 	DeadLetter bool
+	Control    bool
 	// Err is nil when the broker acknowledged the message. Otherwise the fields below
 	// describe the message (Key, Value and Headers only with Config.ReportFields).
 	Err     error
@@ -61,12 +63,21 @@ type Report struct {
 // inflight is what rides with a message through librdkafka as its opaque.
 // Pooled: one is needed per message in flight.
 type inflight struct {
-	deadLetter bool
-	token      pglogrepl.LSN
-	committed  time.Time
-	id         []byte
-	bytes      int
+	kind      kind
+	token     pglogrepl.LSN
+	committed time.Time
+	id        []byte
+	bytes     int
 }
+
+// kind tells pgoutbox's own records from events.
+type kind uint8
+
+const (
+	kindEvent kind = iota
+	kindDeadLetter
+	kindControl
+)
 
 var inflightPool = sync.Pool{New: func() any { return new(inflight) }}
 
@@ -80,7 +91,7 @@ type Producer struct {
 	msg kafka.Message // reused by Produce
 	hdr []kafka.Header
 
-	dlMu sync.Mutex // ProduceDeadLetter is called from both goroutines
+	dlMu sync.Mutex // guards the rare produce paths (dead letters, checkpoint records)
 
 	brokersDown bool // owned by Run
 }
@@ -123,7 +134,7 @@ var ErrQueueFull = errors.New("kafka producer queue is full")
 // returns an error: then no report will come for m. Produce is called by one
 // goroutine only.
 func (p *Producer) Produce(m *Message) error {
-	return p.produce(m, &p.msg, &p.hdr, false)
+	return p.produce(m, &p.msg, &p.hdr, kindEvent)
 }
 
 // ProduceDeadLetter enqueues a dead-letter record; its report has DeadLetter set.
@@ -134,10 +145,10 @@ func (p *Producer) ProduceDeadLetter(m *Message) error {
 	defer p.dlMu.Unlock()
 	var k kafka.Message
 	var hdr []kafka.Header
-	return p.produce(m, &k, &hdr, true)
+	return p.produce(m, &k, &hdr, kindDeadLetter)
 }
 
-func (p *Producer) produce(m *Message, k *kafka.Message, hdr *[]kafka.Header, deadLetter bool) error {
+func (p *Producer) produce(m *Message, k *kafka.Message, hdr *[]kafka.Header, kd kind) error {
 	topic := m.Topic
 	k.TopicPartition = kafka.TopicPartition{Topic: &topic, Partition: kafka.PartitionAny}
 	k.Key = m.Key
@@ -149,7 +160,7 @@ func (p *Producer) produce(m *Message, k *kafka.Message, hdr *[]kafka.Header, de
 	}
 	k.Headers = *hdr
 	in := inflightPool.Get().(*inflight)
-	in.deadLetter = deadLetter
+	in.kind = kd
 	in.token = m.Token
 	in.committed = m.Committed
 	in.id = append(in.id[:0], m.ID...)
@@ -249,7 +260,8 @@ func (p *Producer) report(m *kafka.Message, r *Report) {
 	in, _ := m.Opaque.(*inflight)
 	if in != nil {
 		r.Token = in.token
-		r.DeadLetter = in.deadLetter
+		r.DeadLetter = in.kind == kindDeadLetter
+		r.Control = in.kind == kindControl
 		r.Committed = in.committed
 		r.Bytes = in.bytes
 	}

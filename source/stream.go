@@ -96,7 +96,7 @@ func CreateSlotCommand(name string, serverVersion int, opts SlotOptions) (string
 	}
 	ident := pgx.Identifier{name}.Sanitize()
 	if opts.Failover && serverVersion < 170000 {
-		return "", setupErr(nil, "--slot-failover needs PostgreSQL 17 or newer (server is %d.%d); without it a promoted standby has no slot and pgoutbox stops with a gap error rather than skip events", serverVersion/10000, serverVersion/100%100)
+		return "", setupErr(nil, "--slot-failover needs PostgreSQL 17 or newer (server is %s); without it a promoted standby has no slot and pgoutbox stops with a gap error rather than skip events", versionString(serverVersion))
 	}
 	if serverVersion < 150000 {
 		return fmt.Sprintf("CREATE_REPLICATION_SLOT %s LOGICAL pgoutput %s", ident, snapshot), nil
@@ -287,4 +287,13 @@ func (s *Stream) SendStatus(lsn LSN, replyRequested bool) error {
 func (s *Stream) Interrupt() {
 	s.interrupted.Store(true)
 	_ = s.conn.Conn().SetReadDeadline(time.Now())
+}
+
+// versionString formats server_version_num: major*10000+minor since PostgreSQL 10,
+// major*10000+minor*100+patch before.
+func versionString(v int) string {
+	if v >= 100000 {
+		return fmt.Sprintf("%d.%d", v/10000, v%10000)
+	}
+	return fmt.Sprintf("%d.%d", v/10000, v/100%100)
 }

@@ -32,6 +32,9 @@ type Record struct {
 	// wrote the record, -1 for a plain producer. A restarted publisher gets
 	// a new id, which tells its duplicates apart from the old run's.
 	ProducerID int64
+	// ProducerEpoch is bumped each time a transactional producer with the same
+	// transactional.id is initialized again.
+	ProducerEpoch int16
 }
 
 // ConsumeOptions selects what Consume and Consumer read and when Consume
@@ -166,14 +169,15 @@ func (c *Consumer) Close() { c.cl.Close() }
 
 func fromKgo(r *kgo.Record) Record {
 	rec := Record{
-		Topic:       r.Topic,
-		Partition:   r.Partition,
-		Offset:      r.Offset,
-		Key:         r.Key,
-		Value:       r.Value,
-		Timestamp:   r.Timestamp,
-		ValueIsNull: r.Value == nil,
-		ProducerID:  r.ProducerID,
+		Topic:         r.Topic,
+		Partition:     r.Partition,
+		Offset:        r.Offset,
+		Key:           r.Key,
+		Value:         r.Value,
+		Timestamp:     r.Timestamp,
+		ValueIsNull:   r.Value == nil,
+		ProducerID:    r.ProducerID,
+		ProducerEpoch: r.ProducerEpoch,
 	}
 	if len(r.Headers) > 0 {
 		rec.Headers = make(map[string][]byte, len(r.Headers))

@@ -95,13 +95,15 @@ func New(t testing.TB, opts Options) *kfake.Cluster {
 }
 
 // Brokers returns the cluster's bootstrap servers, comma-separated as both
-// librdkafka's bootstrap.servers and Consume take them.
+// librdkafka's bootstrap.servers and Consume take them. Like
+// kfake.Cluster.ListenAddrs it blocks forever once the cluster is closed.
 func Brokers(c *kfake.Cluster) string {
 	return strings.Join(c.ListenAddrs(), ",")
 }
 
-// Ports returns the brokers' ports, to restart a closed cluster where its
-// clients expect it.
+// Ports returns the brokers' ports, to restart a cluster where its clients
+// expect it. Call it before Close: like kfake.Cluster.ListenAddrs it blocks
+// forever once the cluster is closed.
 func Ports(c *kfake.Cluster) []int {
 	var ports []int
 	for _, addr := range c.ListenAddrs() {

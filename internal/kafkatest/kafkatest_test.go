@@ -240,10 +240,11 @@ func TestDataDirSurvivesRestart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	ports := Ports(c)
 	p.Close()
 	c.Close()
 
-	c, err = Start(Options{DataDir: dir, Ports: Ports(c)})
+	c, err = Start(Options{DataDir: dir, Ports: ports})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -153,7 +153,10 @@ func makeRoot(acct account) (string, error) {
 	return root, nil
 }
 
-// init runs initdb and writes pg_hba.conf.
+// init runs initdb and writes pg_hba.conf. Every cluster runs initdb instead
+// of copying a cached template: a copy would share the template's database
+// system identifier, and pgoutbox compares that identifier to tell one
+// cluster's LSNs from another's.
 func (c *Cluster) init(ctx context.Context, opts Options) error {
 	start := time.Now()
 	cmd := c.acct.command(filepath.Join(c.bin, "initdb"),
@@ -428,7 +431,9 @@ func (c *Cluster) CreateDatabase(ctx context.Context, name string) error {
 	return nil
 }
 
-// Exec runs sql as the superuser in database on a new connection.
+// Exec runs sql as the superuser in database on a new connection. Without
+// args it uses the simple protocol, so sql may hold several statements,
+// e.g. a schema file.
 func (c *Cluster) Exec(ctx context.Context, database, sql string, args ...any) error {
 	conn, err := pgx.Connect(ctx, c.SuperURL(database))
 	if err != nil {

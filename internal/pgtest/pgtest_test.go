@@ -195,7 +195,7 @@ func TestSettingsAndReplicationRole(t *testing.T) {
 	if err := c.Exec(ctx, db, "CREATE ROLE outbox LOGIN REPLICATION"); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.Exec(ctx, db, "CREATE TABLE t (id int)"); err != nil {
+	if err := c.Exec(ctx, db, "CREATE TABLE t (id int); CREATE INDEX ON t (id)"); err != nil {
 		t.Fatal(err)
 	}
 	if err := c.Exec(ctx, db, "INSERT INTO t VALUES ($1), ($2)", 1, 2); err != nil {
@@ -386,5 +386,22 @@ func TestServerDiesWithTestProcess(t *testing.T) {
 			t.Fatalf("server outlived its test process by 30s: %v", procs)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestClustersHaveDistinctSystemIDs guards against speeding clusters up by
+// copying one initdb'd template: pgoutbox's checkpoint tells clusters apart
+// by system identifier.
+func TestClustersHaveDistinctSystemIDs(t *testing.T) {
+	t.Parallel()
+	ctx := testContext(t)
+	var ids []string
+	for range 2 {
+		c := New(t, Options{})
+		conn := connect(t, ctx, c.SuperURL("postgres"))
+		ids = append(ids, queryString(t, ctx, conn, "SELECT system_identifier::text FROM pg_control_system()"))
+	}
+	if ids[0] == ids[1] {
+		t.Fatalf("two clusters share system identifier %s", ids[0])
 	}
 }

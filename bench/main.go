@@ -1,0 +1,179 @@
+// Command bench measures pgoutbox end to end — from a replication slot to Kafka
+// acks and an independent consumer seeing every event — next to pg_recvlogical
+// writing the same slot's stream to /dev/null, the speed at which the
+// walsender decodes and sends. It prints one markdown report and writes it to
+// -out.
+//
+//	go run ./bench -pgoutbox bin/pgoutbox            (make bench)
+//	go run ./bench -pgoutbox bin/pgoutbox -scale 0.1 (smoke run)
+//
+// Cases: A, B, C drain a backlog written while pgoutbox was stopped (100k
+// one-event transactions; 100k events in transactions of 100; one transaction
+// of 200k events); live measures latency at a steady 2,000 events/s; kfake
+// measures the in-process broker and consumer alone. Everything it starts is
+// stopped and removed on every exit, Ctrl-C included.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"math"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// config is the command line.
+type config struct {
+	binary string
+	cases  []string
+	scale  float64
+	out    string
+	sqlDir string
+}
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:])
+	stop()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "bench: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+// backlogCases are the backlog shapes at scale 1.
+var backlogCases = []backlogCase{
+	{name: "A", label: "A: 1 event/tx", events: 100_000, perTx: 1},
+	{name: "B", label: "B: 100 events/tx", events: 100_000, perTx: 100},
+	{name: "C", label: "C: 1 tx", events: 200_000, perTx: 200_000},
+}
+
+const (
+	liveDuration   = 20 * time.Second
+	ceilingRecords = 100_000
+	allCases       = "A,B,C,live,kfake"
+)
+
+func run(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	var cfg config
+	var cases string
+	fs.StringVar(&cfg.binary, "pgoutbox", "bin/pgoutbox", "pgoutbox binary to measure (make build)")
+	fs.StringVar(&cases, "cases", allCases, "comma-separated cases to run: A, B, C (backlog drains), live (latency), kfake (broker ceiling)")
+	fs.Float64Var(&cfg.scale, "scale", 1, "multiply event counts and the live duration (0.1 for a smoke run)")
+	fs.StringVar(&cfg.out, "out", "bench/results.md", "markdown report to write (overwritten)")
+	fs.StringVar(&cfg.sqlDir, "sql", "sql", "directory with outbox.sql, publication.sql and role.sql")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if cfg.scale <= 0 || math.IsNaN(cfg.scale) || math.IsInf(cfg.scale, 0) {
+		return fmt.Errorf("-scale must be positive, got %v", cfg.scale)
+	}
+	known := map[string]bool{}
+	for _, c := range strings.Split(allCases, ",") {
+		known[c] = true
+	}
+	for _, c := range strings.Split(cases, ",") {
+		c = strings.TrimSpace(c)
+		if c == "" {
+			continue
+		}
+		if !known[c] {
+			return fmt.Errorf("-cases: unknown case %q (want some of %s)", c, allCases)
+		}
+		cfg.cases = append(cfg.cases, c)
+	}
+	if _, err := os.Stat(cfg.binary); err != nil {
+		return fmt.Errorf("pgoutbox binary: %w (build it with 'make build')", err)
+	}
+
+	say := func(format string, args ...any) {
+		fmt.Fprintf(os.Stderr, "bench: "+format+"\n", args...)
+	}
+	rep := &report{cfg: cfg, started: time.Now(), command: command(args), loadStart: loadavg()}
+	rep.machine = describeMachine(ctx, cfg.binary)
+	var failed []error
+	for _, name := range cfg.cases {
+		var err error
+		switch name {
+		case "live":
+			var r liveResult
+			r, err = runLive(ctx, cfg, scaleDuration(liveDuration, cfg.scale), say)
+			if err == nil {
+				rep.live = &r
+			}
+		case "kfake":
+			var r ceilingResult
+			r, err = runCeiling(ctx, scaleCount(ceilingRecords, cfg.scale), say)
+			if err == nil {
+				rep.ceiling = &r
+			}
+		default:
+			c := scaleCase(findCase(name), cfg.scale)
+			var r backlogResult
+			r, err = runBacklog(ctx, cfg, c, say)
+			if err == nil {
+				rep.backlog = append(rep.backlog, r)
+			}
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("interrupted during case %s", name)
+		}
+		if err != nil {
+			say("case %s failed: %v", name, err)
+			rep.failures = append(rep.failures, fmt.Sprintf("%s: %v", name, err))
+			failed = append(failed, fmt.Errorf("case %s: %w", name, err))
+		}
+	}
+	text := rep.markdown()
+	fmt.Print(text)
+	if err := os.WriteFile(cfg.out, []byte(text), 0o644); err != nil {
+		failed = append(failed, fmt.Errorf("write report: %w", err))
+	}
+	return errors.Join(failed...)
+}
+
+func findCase(name string) backlogCase {
+	for _, c := range backlogCases {
+		if c.name == name {
+			return c
+		}
+	}
+	panic("unknown backlog case " + name) // names were checked against allCases
+}
+
+func scaleCase(c backlogCase, scale float64) backlogCase {
+	c.events = scaleCount(c.events, scale)
+	if c.perTx > c.events || c.name == "C" {
+		c.perTx = c.events
+	}
+	if c.name == "C" {
+		c.label = fmt.Sprintf("C: 1 tx of %d", c.events)
+	}
+	return c
+}
+
+func scaleCount(n int, scale float64) int {
+	return max(1, int(math.Round(float64(n)*scale)))
+}
+
+func scaleDuration(d time.Duration, scale float64) time.Duration {
+	return max(time.Second, time.Duration(float64(d)*scale).Round(time.Second))
+}
+
+// command is the invocation as a developer would retype it.
+func command(args []string) string {
+	parts := []string{"go", "run", "./bench"}
+	for _, a := range args {
+		if a == "" || strings.ContainsAny(a, " \t'\"$`\\") {
+			a = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
+		}
+		parts = append(parts, a)
+	}
+	return strings.Join(parts, " ")
+}
