@@ -135,6 +135,15 @@ func (r *relay) session(ctx context.Context) error {
 		timer:   time.NewTimer(time.Hour),
 	}
 	s.tr.Reset(start.LSN)
+	s.prod.StateChanged = func(up bool, reason string) {
+		if up {
+			r.m.BrokersUp.Set(1)
+			r.m.SetReady(true, "")
+		} else {
+			r.m.BrokersUp.Set(0)
+			r.m.SetReady(false, reason)
+		}
+	}
 	return s.run(ctx)
 }
 

@@ -94,6 +94,11 @@ type Producer struct {
 	dlMu sync.Mutex // guards the rare produce paths (dead letters, checkpoint records)
 
 	brokersDown bool // owned by Run
+	authFailed  bool // owned by Run
+
+	// StateChanged, if set before Run, is called on Run's goroutine when the
+	// brokers become unreachable (up false, with the reason) or reachable again.
+	StateChanged func(up bool, reason string)
 }
 
 // New creates a producer. It does not wait for the brokers: librdkafka connects in the
@@ -279,27 +284,47 @@ func (p *Producer) report(m *kafka.Message, r *Report) {
 		for _, h := range m.Headers {
 			r.Headers = append(r.Headers, Header{Key: h.Key, Value: h.Value})
 		}
-	} else if p.brokersDown {
-		p.brokersDown = false
+	} else if p.brokersDown || p.authFailed {
+		p.brokersDown, p.authFailed = false, false
 		p.log.Info().Msg("kafka brokers reachable again")
+		p.changed(true, "")
 	}
 	if in != nil {
 		inflightPool.Put(in)
 	}
 }
 
-// clientError logs a non-fatal client-level error once per state change: librdkafka
-// recovers from these by itself (reconnects, retries) and keeps the messages queued.
+// clientError logs a non-fatal client-level error once per kind until the next
+// successful delivery: librdkafka recovers from these by itself (reconnects,
+// retries) and keeps the messages queued, so they are states, not events.
 func (p *Producer) clientError(e kafka.Error) {
-	if e.Code() == kafka.ErrAllBrokersDown {
+	switch e.Code() {
+	case kafka.ErrAllBrokersDown:
 		if !p.brokersDown {
 			p.brokersDown = true
 			p.log.Warn().Str("error", e.Error()).Msg("kafka brokers down; holding events and retrying")
+			p.changed(false, "kafka brokers down")
 		}
-		return
+	case kafka.ErrAuthentication, kafka.ErrSaslAuthenticationFailed, kafka.ErrSsl:
+		if !p.authFailed {
+			p.authFailed = true
+			p.log.Error().Str("error", e.Error()).Msg("kafka rejected pgoutbox's TLS or SASL setup; check the security.*, ssl.* and sasl.* properties; retrying")
+			p.changed(false, "kafka authentication failed")
+		}
+	default:
+		p.log.Debug().Str("error", e.Error()).Msg("kafka client error")
 	}
-	p.log.Debug().Str("error", e.Error()).Msg("kafka client error")
 }
+
+func (p *Producer) changed(up bool, reason string) {
+	if p.StateChanged != nil {
+		p.StateChanged(up, reason)
+	}
+}
+
+// Down reports whether librdkafka last said all brokers are down or refused the
+// credentials. Only the report goroutine (Run) may call it.
+func (p *Producer) Down() bool { return p.brokersDown || p.authFailed }
 
 // logLibrdkafka forwards librdkafka's own log lines at debug level: they repeat on
 // every reconnect attempt, and Run already logs each broker state change once.
