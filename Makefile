@@ -21,6 +21,10 @@ test: build
 	$(GO) test ./decoder/ -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime 20s
 	$(GO) test ./tracker/ -run '^$$' -fuzz '^FuzzTracker$$' -fuzztime 10s
 
+# Backlog drain versus pg_recvlogical, live latency and peak RSS; writes bench/results.md.
+bench: build
+	$(GO) run ./bench -pgoutbox $(BIN)
+
 # Only the fast tests that need no PostgreSQL.
 test-unit:
 	$(GO) test -count=1 ./decoder/ ./tracker/ ./outbox/ ./sink/ ./source/ ./metrics/

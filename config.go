@@ -176,6 +176,27 @@ command line wins. Repeatable flags take several values from the environment sep
 newlines (or commas when there is no newline).
 `
 
+// backfillFlag is --backfill (every row) or --backfill=CONDITION.
+type backfillFlag struct {
+	set   bool
+	where string
+}
+
+func (b *backfillFlag) String() string   { return b.where }
+func (b *backfillFlag) IsBoolFlag() bool { return true }
+func (b *backfillFlag) Set(v string) error {
+	b.set = true
+	switch strings.ToLower(strings.TrimSpace(v)) {
+	case "true", "":
+		b.where = ""
+	case "false":
+		b.set, b.where = false, ""
+	default:
+		b.where = v
+	}
+	return nil
+}
+
 // options are the parsed flags of the relay command.
 type options struct {
 	cfg       relay.Config
@@ -199,6 +220,9 @@ type relayFlags struct {
 	checkpointTopic, txnID                           *string
 	txnInterval                                      *time.Duration
 	txnMaxEvents                                     *int
+	backfill                                         *backfillFlag
+	backfillOrder                                    *string
+	messagesPrefix                                   *string
 }
 
 func newRelayFlags() *relayFlags {
@@ -229,8 +253,13 @@ func newRelayFlags() *relayFlags {
 	f.keyCol = f.string(groupMapping, "key-column", d.KeyColumn, "`column` with the record key (NULL gives a null key)")
 	f.typeCol = f.string(groupMapping, "aggregatetype-column", d.AggregateTypeColumn, "`column` the default topic template routes by")
 	f.payloadCol = f.string(groupMapping, "payload-column", d.PayloadColumn, "`column` with the record value (jsonb, json, text or bytea; NULL gives a null value)")
+	f.messagesPrefix = f.string(groupMapping, "messages-prefix", "", "also publish transactional pg_logical_emit_message() messages with this `prefix` (PostgreSQL 14+),\nmapping their JSON fields like the table's columns; with --table \"\" no table is needed")
 	f.headers = f.list(groupMapping, "header-column", "also send `column[=header]` as a header (repeatable), e.g. type=eventType")
 
+	f.backfill = &backfillFlag{}
+	f.groups["backfill"] = groupPostgres
+	f.fs.Var(f.backfill, "backfill", "on first start (when pgoutbox creates the slot), publish the rows already in the table,\nread in the slot's snapshot so none is missed or doubled; --backfill=CONDITION selects\nthem with an SQL condition, e.g. --backfill=\"status = 'PENDING'\"")
+	f.backfillOrder = f.string(groupPostgres, "backfill-order", "", "`column` to publish backfilled rows in, e.g. created_at (default: the id column)")
 	f.checkpointStore = f.string(groupOps, "checkpoint-store", relay.StoreFile, "where the confirmed position is saved before each confirm: file, or postgres\n(a table in the source database, for standbys on other hosts)")
 	f.checkpointFile = f.string(groupOps, "checkpoint-file", "pgoutbox.checkpoint", "checkpoint `path` for --checkpoint-store=file")
 	f.checkpointTable = f.string(groupOps, "checkpoint-table", "public.pgoutbox_checkpoint", "checkpoint `table` for --checkpoint-store=postgres")
@@ -271,7 +300,7 @@ func (f *relayFlags) build() (*options, error) {
 		headers = append(headers, outbox.HeaderColumn{Column: strings.TrimSpace(col), Name: strings.TrimSpace(name)})
 	}
 	table := *f.table
-	if !strings.Contains(table, ".") {
+	if table != "" && !strings.Contains(table, ".") {
 		table = "public." + table
 	}
 	o.cfg = relay.Config{
@@ -299,11 +328,18 @@ func (f *relayFlags) build() (*options, error) {
 		DeadLetterTopic: *f.deadLetter,
 		SlotFailover:    *f.slotFailover,
 		RetryActive:     *f.retryActive,
+		MessagesPrefix:  *f.messagesPrefix,
+		Backfill:        f.backfill.set,
+		BackfillWhere:   f.backfill.where,
+		BackfillOrder:   *f.backfillOrder,
 		ExactlyOnce:     *f.exactlyOnce,
 		CheckpointTopic: *f.checkpointTopic,
 		TransactionalID: *f.txnID,
 		TxnInterval:     *f.txnInterval,
 		TxnMaxEvents:    *f.txnMaxEvents,
+	}
+	if o.cfg.BackfillOrder == "" {
+		o.cfg.BackfillOrder = o.cfg.Mapping.IDColumn
 	}
 	if err := o.cfg.Validate(); err != nil {
 		return nil, &usageError{err}

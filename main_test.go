@@ -189,7 +189,7 @@ func TestUsageErrors(t *testing.T) {
 		{"slot with a dash", nil, with("--slot", "my-slot"), `--slot "my-slot"`},
 		{"slot too long", nil, with("--slot", strings.Repeat("s", 64)), "a slot name has 1 to 63 characters"},
 		{"empty slot", nil, with("--slot", ""), "a slot name has 1 to 63 characters"},
-		{"kafka config without =", nil, with("--kafka-config", "linger.ms"), `kafka property "linger.ms": want key=value`},
+		{"kafka config without =", nil, with("--kafka-config", "linger.ms"), `kafka property "linger.ms"…: want key=value`},
 		{"idempotence off", nil, with("--kafka-config", "enable.idempotence=false"), "enable.idempotence=false would allow lost or reordered events"},
 		{"acks=1", nil, with("--kafka-config", "acks=1"), "acks=1"},
 		{"bootstrap.servers property", nil, with("--kafka-config", "bootstrap.servers=x:1"), "use --kafka-brokers"},

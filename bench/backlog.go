@@ -39,6 +39,7 @@ type backlogResult struct {
 	walsender      time.Duration // CPU of the walsender serving pgoutbox
 	benchCPU       time.Duration // this process (kfake + consumer) during the pgoutbox run
 	busy           time.Duration // machine-wide CPU busy time during the pgoutbox run
+	produced       produceCount  // what pgoutbox sent until every event arrived
 	payloadBytes   float64       // average payload size as text
 	walBytes       int64         // WAL written by the backlog
 	tally          tally
@@ -192,7 +193,7 @@ func timeRecvlogical(ctx context.Context, url, slot, endpos string, admin *pgx.C
 // consumer holds every expected id, then stops it with SIGTERM and reads its
 // rusage.
 func timePgoutbox(ctx context.Context, cfg config, c backlogCase, expect map[string]bool, pg *pgtest.Cluster, admin *pgx.Conn, res *backlogResult) error {
-	kafka, err := startKafka()
+	kafka, produced, err := startKafka()
 	if err != nil {
 		return err
 	}
@@ -212,7 +213,7 @@ func timePgoutbox(ctx context.Context, cfg config, c backlogCase, expect map[str
 	var before syscall.Rusage
 	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &before)
 	busy0, _ := machineCPU()
-	p, err := startPgoutbox(cfg.binary, pg, kafka, dir)
+	p, err := startPgoutbox(cfg, pg, kafka, dir)
 	if err != nil {
 		return err
 	}
@@ -230,6 +231,7 @@ func timePgoutbox(ctx context.Context, cfg config, c backlogCase, expect map[str
 	}
 	res.pgoutbox = col.completeAt.Sub(p.started)
 	res.firstEvent = col.first.Sub(p.started)
+	res.produced = produced.snapshot()
 	busy1, _ := machineCPU()
 	res.busy = busy1 - busy0
 	var after syscall.Rusage

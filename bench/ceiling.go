@@ -17,10 +17,11 @@ import (
 // ceilingResult is how fast the broker and the consumer alone go: a franz-go
 // idempotent producer writes outbox-shaped records straight into kfake.
 type ceilingResult struct {
-	events  int
-	acked   time.Duration // first produce → every ack
-	arrived time.Duration // first produce → consumer holds every id
-	tally   tally
+	events   int
+	acked    time.Duration // first produce → every ack
+	arrived  time.Duration // first produce → consumer holds every id
+	tally    tally
+	produced produceCount
 }
 
 // runCeiling measures kfake's own ingest speed with the same topics, record
@@ -28,7 +29,7 @@ type ceilingResult struct {
 // as kfake and the consumer do in the backlog cases.
 func runCeiling(ctx context.Context, events int, say func(string, ...any)) (res ceilingResult, err error) {
 	res.events = events
-	kafka, err := startKafka()
+	kafka, produced, err := startKafka()
 	if err != nil {
 		return res, err
 	}
@@ -94,6 +95,7 @@ func runCeiling(ctx context.Context, events int, say func(string, ...any)) (res 
 		return res, err
 	}
 	res.arrived = col.completeAt.Sub(start)
+	res.produced = produced.snapshot()
 	res.tally = col.tally()
 	say("kfake ceiling: %d records acked in %v, consumed in %v", events, res.acked.Round(time.Millisecond), res.arrived.Round(time.Millisecond))
 	return res, nil

@@ -51,6 +51,7 @@ type liveResult struct {
 	stopErr      error
 	badValue     int           // records whose payload had no insert time
 	busy         time.Duration // machine-wide CPU busy time while writing
+	produced     produceCount  // what pgoutbox sent, warm-up included
 }
 
 // runLive runs pgoutbox against a durable cluster, writes liveRate events/s
@@ -71,7 +72,7 @@ func runLive(ctx context.Context, cfg config, duration time.Duration, say func(s
 	if err := admin.QueryRow(ctx, `SELECT version()`).Scan(&res.server); err != nil {
 		return res, err
 	}
-	kafka, err := startKafka()
+	kafka, produced, err := startKafka()
 	if err != nil {
 		return res, err
 	}
@@ -101,7 +102,7 @@ func runLive(ctx context.Context, cfg config, duration time.Duration, say func(s
 	}
 	defer os.RemoveAll(dir)
 
-	p, err := startPgoutbox(cfg.binary, pg, kafka, dir)
+	p, err := startPgoutbox(cfg, pg, kafka, dir)
 	if err != nil {
 		return res, err
 	}
@@ -139,6 +140,7 @@ func runLive(ctx context.Context, cfg config, duration time.Duration, say func(s
 	if err := col.wait(ctx, p, time.Minute); err != nil {
 		return res, err
 	}
+	res.produced = produced.snapshot()
 	res.stopErr = p.stop(40 * time.Second)
 	res.rssKiB = hwm.wait()
 	res.rusageRSSKiB, res.cpu = p.usage()

@@ -34,6 +34,7 @@ type config struct {
 	scale  float64
 	out    string
 	sqlDir string
+	extra  []string // more pgoutbox flags, for experiments
 }
 
 func main() {
@@ -68,6 +69,10 @@ func run(ctx context.Context, args []string) error {
 	fs.Float64Var(&cfg.scale, "scale", 1, "multiply event counts and the live duration (0.1 for a smoke run)")
 	fs.StringVar(&cfg.out, "out", "bench/results.md", "markdown report to write (overwritten)")
 	fs.StringVar(&cfg.sqlDir, "sql", "sql", "directory with outbox.sql, publication.sql and role.sql")
+	fs.Func("pgoutbox-flag", "extra argument for pgoutbox (repeatable), e.g. -pgoutbox-flag=--kafka-config=linger.ms=5", func(s string) error {
+		cfg.extra = append(cfg.extra, s)
+		return nil
+	})
 	if err := fs.Parse(args); err != nil {
 		return err
 	}

@@ -185,27 +185,27 @@ func (r *report) markdown() string {
 				x.benchCPU.Seconds(), x.busy.Seconds(), (x.busy - x.walsender - x.cpu - x.benchCPU).Seconds())
 		}
 		p("")
-		p("Client CPU is pg_recvlogical's or pgoutbox's user+sys from rusage, over its whole life (pgoutbox's includes its SIGTERM shutdown after the timed window). Walsender CPU is read from /proc every 10 ms while it serves the client. \"kfake + consumer\" is this benchmark process (in-process broker and independent consumer) during the pgoutbox run. Machine busy is all CPUs' non-idle time from /proc/stat during the run (%d CPUs, so at most %d × wall); \"other processes\" is what is left after the known processes: PostgreSQL's background processes and anything else running on the machine. Noise shows up there.", m.nproc, m.nproc)
+		p("Client CPU is pg_recvlogical's or pgoutbox's user+sys from rusage, over its whole life (pgoutbox's includes its SIGTERM shutdown after the timed window). Walsender CPU is read from /proc every 10 ms while it serves the client. \"kfake + consumer\" is this benchmark process (in-process broker and independent consumer) during the pgoutbox run. Machine busy is all CPUs' non-idle time from /proc/stat during the run (%d CPUs, so at most %d × wall); \"other processes\" is what is left after the known processes: PostgreSQL's background processes and anything else running on the machine; noise shows up there (±0.02 s: /proc counts 10 ms ticks).", m.nproc, m.nproc)
 		p("")
 		for _, x := range r.backlog {
-			p("- %s: %.0f MiB of WAL for the backlog, payload %.0f bytes on average (jsonb as text); pgoutbox used %.0f%% of one core over the timed window, %.1f µs CPU per event.",
-				x.c.name, float64(x.walBytes)/(1<<20), x.payloadBytes, 100*x.cpu.Seconds()/x.pgoutbox.Seconds(), float64(x.cpu.Microseconds())/float64(x.c.events))
+			p("- %s: %.0f MiB of WAL for the backlog, payload %.0f bytes on average (jsonb as text); pgoutbox used %.0f%% of one core over the timed window, %.1f µs CPU per event; it sent %s.",
+				x.c.name, float64(x.walBytes)/(1<<20), x.payloadBytes, 100*x.cpu.Seconds()/x.pgoutbox.Seconds(), float64(x.cpu.Microseconds())/float64(x.c.events), x.produced)
 		}
 		p("")
 	}
 	if r.live != nil {
 		x := r.live
-		p("- live: %d events written in %v (%.0f ev/s achieved); INSERT+COMMIT round trip p50 %s, p99 %s, max %s (included in the latency); pgoutbox CPU %.2f s (%.1f µs/event over its life, idle time included); machine busy %.0f%% of %d CPUs while writing.",
+		p("- live: %d events written in %v (%.0f ev/s achieved); INSERT+COMMIT round trip p50 %s, p99 %s, max %s (included in the latency); pgoutbox CPU %.2f s (%.1f µs/event over its life, idle time included); machine busy %.0f%% of %d CPUs while writing; pgoutbox sent %s.",
 			x.events, x.wrote.Round(time.Millisecond), float64(x.events)/x.wrote.Seconds(),
 			ms(percentile(x.commit, 0.5)), ms(percentile(x.commit, 0.99)), ms(percentile(x.commit, 1)),
 			x.cpu.Seconds(), float64(x.cpu.Microseconds())/float64(max(1, x.events)),
-			100*x.busy.Seconds()/x.wrote.Seconds()/float64(m.nproc), m.nproc)
+			100*x.busy.Seconds()/x.wrote.Seconds()/float64(m.nproc), m.nproc, x.produced)
 	}
 	if r.ceiling != nil {
 		x := r.ceiling
 		n := float64(x.events)
-		p("- kfake ceiling (franz-go idempotent producer → in-process kfake → the same consumer, no PostgreSQL): %d records, all acked in %.3f s (%.0f ev/s), all consumed in %.3f s (%.0f ev/s).",
-			x.events, x.acked.Seconds(), n/x.acked.Seconds(), x.arrived.Seconds(), n/x.arrived.Seconds())
+		p("- kfake ceiling (franz-go idempotent producer → in-process kfake → the same consumer, no PostgreSQL): %d records, all acked in %.3f s (%.0f ev/s), all consumed in %.3f s (%.0f ev/s); %s.",
+			x.events, x.acked.Seconds(), n/x.acked.Seconds(), x.arrived.Seconds(), n/x.arrived.Seconds(), x.produced)
 	}
 	p("")
 
@@ -214,7 +214,10 @@ func (r *report) markdown() string {
 	p("- Each case gets a fresh PostgreSQL cluster (pgtest, durable: fsync and synchronous_commit on; max_wal_size=8GB, checkpoint_timeout=30min) and a fresh in-process kfake broker with the topics outbox.event.{%s} pre-created, %d partitions each.", strings.Join(aggregateTypes, ","), partitions)
 	p("- Backlog: slots `pgoutbox`, `twin` and `twin2` (pgoutput) are created first, then the backlog is written by a procedure committing inside a loop (synchronous_commit=off for that session; setup is not timed), then CHECKPOINT. Rows: gen_random_uuid() id, 5 aggregate types, 1000 aggregate ids, ~200-byte jsonb payload.")
 	p("- pg_recvlogical: `pg_recvlogical -d <url as role pgoutbox> --slot twin --start -o proto_version=1 -o publication_names=pgoutbox -f /dev/null -s 1 -F 0 --no-loop --endpos <insert LSN after the backlog>`, timed from process start to its exit at endpos. It runs twice, on slot `twin` before pgoutbox and on slot `twin2` after it (all three slots were created at the same point); the table shows the faster run.")
-	p("- pgoutbox: started as role pgoutbox on slot `pgoutbox`, timed from process start until the independent consumer (franz-go, reading every outbox.event.* partition from the start) holds every event id; then SIGTERM, and peak RSS (ru_maxrss) and CPU (user+sys) come from its rusage. The two drains run one after the other, never together.")
+	if len(r.cfg.extra) > 0 {
+		p("- pgoutbox ran with extra flags: `%s`.", strings.Join(r.cfg.extra, " "))
+	}
+	p("- pgoutbox: started as role pgoutbox on slot `pgoutbox`, timed from process start until the independent consumer (franz-go, reading every outbox.event.* partition from the start) holds every event id; then SIGTERM (it exits 0 after draining). Peak RSS is its VmHWM (see above), CPU is user+sys from its rusage. The drains run one after the other, never together.")
 	p("- Live: pgoutbox streaming first; %d one-event transactions/s from %d connections on a fixed schedule; the payload carries clock_timestamp() taken inside the INSERT (before the commit and its fsync); arrival is the consumer's clock when the poll returned. Same machine, same clock. %d warm-up events (one per topic) before the measured period are not counted.", liveRate, liveWriters, len(aggregateTypes))
 	return b.String()
 }

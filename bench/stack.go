@@ -2,13 +2,16 @@ package main
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/pgoutbox/pgoutbox/internal/kafkatest"
 	"github.com/pgoutbox/pgoutbox/internal/pgtest"
@@ -107,21 +110,78 @@ func topics() map[string]int32 {
 	return m
 }
 
-func startKafka() (*kfake.Cluster, error) {
-	return kafkatest.Start(kafkatest.Options{Partitions: partitions, SeedTopics: topics()})
+// startKafka starts the broker and counts the Produce requests it gets: how
+// many records a request carries tells whether the producer batches.
+func startKafka() (*kfake.Cluster, *produceStats, error) {
+	c, err := kafkatest.Start(kafkatest.Options{Partitions: partitions, SeedTopics: topics()})
+	if err != nil {
+		return nil, nil, err
+	}
+	st := &produceStats{}
+	c.ControlKey(int16(kmsg.Produce), func(req kmsg.Request) (kmsg.Response, error, bool) {
+		if pr, ok := req.(*kmsg.ProduceRequest); ok {
+			st.observe(pr)
+		}
+		return nil, nil, false // observe only: kfake handles it
+	})
+	return c, st, nil
+}
+
+// produceStats counts Produce requests, record batches and records.
+type produceStats struct {
+	requests, batches, records atomic.Int64
+}
+
+// produceCount is a snapshot of produceStats.
+type produceCount struct {
+	requests, batches, records int64
+}
+
+func (s *produceStats) snapshot() produceCount {
+	return produceCount{s.requests.Load(), s.batches.Load(), s.records.Load()}
+}
+
+func (s *produceStats) observe(req *kmsg.ProduceRequest) {
+	s.requests.Add(1)
+	for _, t := range req.Topics {
+		for _, p := range t.Partitions {
+			// Record batch v2: baseOffset int64, batchLength int32, then
+			// the rest; the record count is the int32 at byte 57.
+			b := p.Records
+			for len(b) >= 61 {
+				s.batches.Add(1)
+				s.records.Add(int64(int32(binary.BigEndian.Uint32(b[57:61]))))
+				n := 12 + int(int32(binary.BigEndian.Uint32(b[8:12])))
+				if n <= 12 || n > len(b) {
+					break
+				}
+				b = b[n:]
+			}
+		}
+	}
+}
+
+func (c produceCount) String() string {
+	if c.requests == 0 {
+		return "no Produce requests"
+	}
+	return fmt.Sprintf("%d Produce requests, %d batches, %.1f records/request, %.1f records/batch",
+		c.requests, c.batches, float64(c.records)/float64(c.requests), float64(c.records)/float64(max(1, c.batches)))
 }
 
 // startPgoutbox runs the pgoutbox binary against pg and kafka as the
-// least-privilege role; its checkpoint file lives in dir.
-func startPgoutbox(binary string, pg *pgtest.Cluster, kafka *kfake.Cluster, dir string) (*proc, error) {
-	return startProc(binary,
+// least-privilege role, with cfg's extra flags; its checkpoint file lives in
+// dir.
+func startPgoutbox(cfg config, pg *pgtest.Cluster, kafka *kfake.Cluster, dir string) (*proc, error) {
+	args := []string{
 		"--postgres-url", pg.URL(role, db),
 		"--kafka-brokers", kafkatest.Brokers(kafka),
 		"--slot", "pgoutbox",
 		"--publication", "pgoutbox",
 		"--checkpoint-file", filepath.Join(dir, "checkpoint"),
 		"--log-format", "json",
-	)
+	}
+	return startProc(cfg.binary, append(args, cfg.extra...)...)
 }
 
 // waitActive waits until a client streams from slot and returns the

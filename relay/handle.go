@@ -71,12 +71,41 @@ func (s *session) handle(msg *source.Message) error {
 	case decoder.TypeUpdate, decoder.TypeDelete, decoder.TypeTruncate:
 		m.SkippedChanges.WithLabelValues(ev.Type.String()).Inc()
 	case decoder.TypeMessage:
-		m.SkippedChanges.WithLabelValues("message").Inc()
+		return s.message(&ev.Message)
 	}
 	if err != nil {
 		return fmt.Errorf("at %s: %w", msg.WALStart, err)
 	}
 	return nil
+}
+
+// message publishes a logical decoding message of the tableless outbox. Only
+// transactional ones: they arrive inside their transaction, in order with its
+// inserts, and only if it commits. A non-transactional message is sent at once, even
+// if its transaction later aborts, so it cannot be an outbox event.
+func (s *session) message(msg *decoder.LogicalMessage) error {
+	m := s.r.m
+	if s.messages == nil || msg.Prefix != s.r.cfg.MessagesPrefix {
+		m.SkippedChanges.WithLabelValues("message").Inc()
+		return nil
+	}
+	if !msg.Transactional || !s.inTxn {
+		m.SkippedChanges.WithLabelValues("non_transactional_message").Inc()
+		s.r.log.Debug().Str("prefix", msg.Prefix).Stringer("lsn", msg.LSN).Msg("skipping a non-transactional message")
+		return nil
+	}
+	if s.eos != nil && s.eos.skip() {
+		return nil
+	}
+	rec, err := s.messages.Map(msg.Content)
+	if err != nil {
+		var rowErr *outbox.RowError
+		if errors.As(err, &rowErr) {
+			return s.badRow(rowErr, nil)
+		}
+		return permanent(fmt.Errorf("message at %s: %w", msg.LSN, err))
+	}
+	return s.publish(rec)
 }
 
 // publish produces one record of the open transaction.

@@ -68,6 +68,17 @@ type Config struct {
 	// MaxBackoff caps the wait between reconnect attempts.
 	MaxBackoff time.Duration
 
+	// MessagesPrefix, when set, also publishes transactional logical decoding
+	// messages with this prefix (pg_logical_emit_message), mapped from JSON.
+	MessagesPrefix string
+
+	// Backfill publishes the rows that exist when the slot is created (first start
+	// only), read in the slot's snapshot; BackfillWhere selects them, BackfillOrder
+	// orders them.
+	Backfill      bool
+	BackfillWhere string
+	BackfillOrder string
+
 	// ExactlyOnce publishes with Kafka transactions that also carry the checkpoint.
 	ExactlyOnce bool
 	// CheckpointTopic is the compacted topic of the exactly-once checkpoint records.
@@ -93,7 +104,17 @@ func (c *Config) Validate() error {
 	if c.Kafka.Brokers == "" {
 		return errors.New("--kafka-brokers is required")
 	}
-	if err := c.Mapping.Validate(); err != nil {
+	mapping := c.Mapping
+	if mapping.Table == "" {
+		if c.MessagesPrefix == "" {
+			return errors.New("--table must not be empty unless --messages-prefix publishes a tableless outbox")
+		}
+		if c.Backfill {
+			return errors.New("--backfill needs a --table")
+		}
+		mapping.Table = "message.outbox" // validate the rest of the mapping
+	}
+	if err := mapping.Validate(); err != nil {
 		return err
 	}
 	if err := validSlotName(c.Slot); err != nil {
@@ -131,6 +152,9 @@ func (c *Config) Validate() error {
 	}
 	if err := sink.CheckProperties(c.Kafka.Properties); err != nil {
 		return err
+	}
+	if c.Backfill && c.ExactlyOnce {
+		return errors.New("--backfill cannot be combined with --exactly-once yet: backfill once without it, then restart with --exactly-once")
 	}
 	if c.ExactlyOnce {
 		if err := outbox.ValidTopic(c.CheckpointTopic); err != nil {
@@ -264,6 +288,11 @@ func Run(ctx context.Context, cfg Config) error {
 // jitter spreads retries of many instances by ±20%.
 func jitter(d time.Duration) time.Duration {
 	return d - d/5 + time.Duration(rand.Int64N(int64(d/5)*2+1))
+}
+
+// startOptions are the pgoutput options of every START_REPLICATION.
+func (r *relay) startOptions() source.StartOptions {
+	return source.StartOptions{Publication: r.cfg.Publication, Messages: r.cfg.MessagesPrefix != ""}
 }
 
 func (r *relay) closeProducer() {

@@ -18,6 +18,10 @@ import (
 	"github.com/pgoutbox/pgoutbox/tracker"
 )
 
+// earlyConfirmGap is the shortest time between two confirms made early because the
+// in-flight window is half full.
+const earlyConfirmGap = 20 * time.Millisecond
+
 // maxTxnsInFlight bounds committed transactions waiting for acks; with many
 // transactions of one event each, the event limit is reached first.
 const maxTxnsInFlight = 1 << 16
@@ -26,11 +30,16 @@ const maxTxnsInFlight = 1 << 16
 type session struct {
 	r      *relay
 	stream *source.Stream
-	prod   *sink.Producer
-	store  checkpoint.Store
-	cp     checkpoint.Checkpoint // identity of the checkpoint; LSN is the last saved
-	dec    *decoder.Decoder
-	mapper *outbox.Mapper
+	conn   *source.Conn // regular connection, for the backfill
+	// streaming is false until START_REPLICATION: a backfill runs before it.
+	streaming bool
+	plan      *backfillPlan // a backfill to run before streaming, or nil
+	prod      *sink.Producer
+	store     checkpoint.Store
+	cp        checkpoint.Checkpoint // identity of the checkpoint; LSN is the last saved
+	dec       *decoder.Decoder
+	mapper    *outbox.Mapper
+	messages  *outbox.MessageMapper // nil unless --messages-prefix
 
 	mu      sync.Mutex // guards tr between the replication loop and the delivery reports
 	tr      *tracker.Tracker
@@ -50,6 +59,7 @@ type session struct {
 	inTxn       bool         // between a Begin and its Commit
 	eos         *exactlyOnce // nil unless --exactly-once
 	serverEnd   source.LSN
+	lastConfirm time.Time // when confirm last ran
 	msg         sink.Message
 	timer       *time.Timer
 }
@@ -89,16 +99,31 @@ func (r *relay) session(ctx context.Context) error {
 		return err
 	}
 	id := checkpoint.Checkpoint{Slot: cfg.Slot, SystemID: ident.SystemID, Database: server.Database}
-	start, err := r.position(ctx, conn, stream, store, id, server.Version)
+	start, plan, err := r.position(ctx, conn, stream, store, id, server.Version)
 	if err != nil {
 		return err
 	}
-	if err := stream.Start(ctx, cfg.Slot, start.LSN, source.StartOptions{Publication: cfg.Publication}); err != nil {
-		return err
+	streaming := plan == nil
+	if streaming {
+		if err := stream.Start(ctx, cfg.Slot, start.LSN, r.startOptions()); err != nil {
+			return err
+		}
+	} else {
+		start.LSN = backfillPending // nothing is confirmable before the backfill is done
 	}
-	mapper, err := outbox.NewMapper(cfg.Mapping)
+	mapping := cfg.Mapping
+	if mapping.Table == "" {
+		mapping.Table = "message.outbox" // tableless: the table mapper never matches
+	}
+	mapper, err := outbox.NewMapper(mapping)
 	if err != nil {
 		return permanent(err)
+	}
+	var messages *outbox.MessageMapper
+	if cfg.MessagesPrefix != "" {
+		if messages, err = outbox.NewMessageMapper(mapping); err != nil {
+			return permanent(err)
+		}
 	}
 	var eos *exactlyOnce
 	if cfg.ExactlyOnce {
@@ -126,8 +151,8 @@ func (r *relay) session(ctx context.Context) error {
 	defer r.m.Streaming.Set(0)
 
 	s := &session{
-		r: r, stream: stream, prod: r.producer, store: store, cp: start,
-		dec: decoder.New(), mapper: mapper,
+		r: r, stream: stream, streaming: streaming, conn: conn, plan: plan, prod: r.producer, store: store, cp: start,
+		dec: decoder.New(), mapper: mapper, messages: messages,
 		tr:      tracker.New(cfg.MaxInFlight, maxTxnsInFlight),
 		eos:     eos,
 		room:    make(chan struct{}, 1),
@@ -160,8 +185,18 @@ func (s *session) run(ctx context.Context) error {
 	defer stopOnCancel()
 	defer stopOnFail()
 
+	var loopErr error
+	if s.plan != nil {
+		loopErr = s.backfill(ctx, gctx)
+		if loopErr == nil && ctx.Err() == nil && gctx.Err() == nil {
+			loopErr = s.stream.Start(ctx, r.cfg.Slot, s.cp.LSN, r.startOptions())
+			s.streaming = loopErr == nil
+		}
+	}
 	r.m.SetReady(true, "")
-	loopErr := s.loop(ctx, gctx)
+	if loopErr == nil && ctx.Err() == nil {
+		loopErr = s.loop(ctx, gctx)
+	}
 	r.m.SetReady(false, "stopping")
 
 	shutdown := ctx.Err() != nil
@@ -227,11 +262,15 @@ func (s *session) loop(ctx, reports context.Context) error {
 		}
 		// Checkpoint early under load, so that what a crash would publish again
 		// stays within the in-flight window instead of a status interval's worth.
-		if s.unconfirmed >= s.r.cfg.MaxInFlight/2 && s.safeAhead() {
+		// At most every earlyConfirmGap: each confirm costs an fsync, and acks that
+		// trickle in one by one must not cost one each. When the window is full,
+		// a confirm is what makes room, so then the gap does not apply.
+		if s.unconfirmed >= s.r.cfg.MaxInFlight/2 && (now.Sub(s.lastConfirm) >= earlyConfirmGap || s.full()) && s.safeAhead() {
 			if err := s.confirm(false); err != nil {
 				return err
 			}
 			next = time.Now().Add(interval)
+			continue
 		}
 		deadline := next
 		if s.eos != nil && s.eos.open {
@@ -370,6 +409,7 @@ func (s *session) drain(reports context.Context, timeout time.Duration) error {
 func (s *session) confirm(reply bool) error {
 	r := s.r
 	r.m.Turn()
+	s.lastConfirm = time.Now()
 	s.mu.Lock()
 	safe := s.tr.Safe()
 	inflight := s.tr.InFlight()
@@ -387,6 +427,9 @@ func (s *session) confirm(reply bool) error {
 			return err
 		}
 		s.cp = cp
+	}
+	if !s.streaming {
+		return nil
 	}
 	if err := s.stream.SendStatus(s.cp.LSN, reply); err != nil {
 		return err

@@ -49,7 +49,8 @@ func CheckServer(s Server) error {
 	return nil
 }
 
-// CheckRole verifies the role may stream (REPLICATION) and read the table (SELECT).
+// CheckRole verifies the role may stream (REPLICATION) and read the table (SELECT);
+// with an empty table, only the first.
 func (c *Conn) CheckRole(ctx context.Context, table string) error {
 	var repl, super bool
 	var user string
@@ -59,6 +60,9 @@ func (c *Conn) CheckRole(ctx context.Context, table string) error {
 	}
 	if !repl && !super {
 		return setupErr(nil, "role %q lacks the REPLICATION attribute; run ALTER ROLE %s REPLICATION as a superuser (see sql/role.sql)", user, pgx.Identifier{user}.Sanitize())
+	}
+	if table == "" {
+		return nil // a tableless outbox reads no table
 	}
 	var canSelect bool
 	if err := c.conn.QueryRow(ctx, `SELECT has_table_privilege(current_user, $1::text::regclass, 'SELECT')`, table).Scan(&canSelect); err != nil {
@@ -171,11 +175,15 @@ func CheckPublication(pub Publication, table string) error {
 	return nil
 }
 
-// CreatePublication creates "FOR TABLE table WITH (publish = 'insert')".
+// CreatePublication creates "FOR TABLE table WITH (publish = 'insert')", or with an
+// empty table a publication of no table: pgoutput still sends logical messages.
 func (c *Conn) CreatePublication(ctx context.Context, name, table string) error {
-	schema, rel, _ := strings.Cut(table, ".")
-	sql := fmt.Sprintf(`CREATE PUBLICATION %s FOR TABLE %s WITH (publish = 'insert')`,
-		pgx.Identifier{name}.Sanitize(), pgx.Identifier{schema, rel}.Sanitize())
+	sql := fmt.Sprintf(`CREATE PUBLICATION %s`, pgx.Identifier{name}.Sanitize())
+	if table != "" {
+		schema, rel, _ := strings.Cut(table, ".")
+		sql = fmt.Sprintf(`CREATE PUBLICATION %s FOR TABLE %s WITH (publish = 'insert')`,
+			pgx.Identifier{name}.Sanitize(), pgx.Identifier{schema, rel}.Sanitize())
+	}
 	if _, err := c.conn.Exec(ctx, sql); err != nil {
 		var pgErr *pgconn.PgError
 		if errors.As(err, &pgErr) && pgErr.Code == "42501" {
@@ -253,6 +261,18 @@ func CheckSlot(s Slot, database string) error {
 		return setupErr(nil, "replication slot %q belongs to database %q, not %q; name another slot with --slot", s.Name, s.Database, database)
 	}
 	return nil
+}
+
+// SlotFailover reports whether a slot is a failover slot (PostgreSQL 17+; false before).
+func (c *Conn) SlotFailover(ctx context.Context, name string, serverVersion int) (bool, error) {
+	if serverVersion < 170000 {
+		return false, nil
+	}
+	var failover bool
+	if err := c.conn.QueryRow(ctx, `SELECT failover FROM pg_replication_slots WHERE slot_name = $1`, name).Scan(&failover); err != nil {
+		return false, fmt.Errorf("read slot %q: %w", name, err)
+	}
+	return failover, nil
 }
 
 // WALPosition is the server's current WAL insert position.

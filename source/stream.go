@@ -112,6 +112,20 @@ func CreateSlotCommand(name string, serverVersion int, opts SlotOptions) (string
 	return fmt.Sprintf("CREATE_REPLICATION_SLOT %s LOGICAL pgoutput (%s)", ident, strings.Join(opt, ", ")), nil
 }
 
+// AlterSlotFailoverCommand builds the PostgreSQL 17 command that makes an existing
+// slot a failover slot.
+func AlterSlotFailoverCommand(name string) string {
+	return fmt.Sprintf("ALTER_REPLICATION_SLOT %s (FAILOVER true)", pgx.Identifier{name}.Sanitize())
+}
+
+// AlterSlotFailover makes an existing slot a failover slot (PostgreSQL 17+).
+func (s *Stream) AlterSlotFailover(ctx context.Context, name string) error {
+	if _, err := s.conn.Exec(ctx, AlterSlotFailoverCommand(name)).ReadAll(); err != nil {
+		return fmt.Errorf("make slot %q a failover slot: %w", name, err)
+	}
+	return nil
+}
+
 // CreateSlot creates a logical pgoutput slot.
 func (s *Stream) CreateSlot(ctx context.Context, name string, serverVersion int, opts SlotOptions) (CreatedSlot, error) {
 	cmd, err := CreateSlotCommand(name, serverVersion, opts)
