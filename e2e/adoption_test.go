@@ -136,6 +136,8 @@ func TestBackfillCrash(t *testing.T) {
 // an aborted transaction, non-transactional messages and other prefixes are not.
 func TestTablelessOutbox(t *testing.T) {
 	e := newEnv(t, envOptions{})
+	// A publication of no table: pgoutput sends logical messages whatever it publishes.
+	e.exec(`CREATE PUBLICATION pgoutbox_messages`)
 	p := e.start("--messages-prefix", "outbox", "--table", "", "--publication", "pgoutbox_messages")
 	p.waitLog(`"streaming"`, 30*time.Second)
 	emit := func(id, key string, n int) string {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -186,9 +187,18 @@ func (c badRowCase) nullID() bool { return c.name == "NULL id" }
 // starts before the confirmed position, and the walsender's keepalives report WAL
 // flushed while the transaction is still being written, which an idle pgoutbox
 // rightly confirms. pendingChanges then proves the transaction is still sent.
-func (c badRowCase) insertAround(e *env) (bound string) {
+//
+// When first is set, insertAround waits for the slot to confirm the first
+// transaction before it inserts the bad row.
+func (c badRowCase) insertAround(e *env, first bool) (bound string) {
 	e.t.Helper()
-	e.insertRows(goodRow(1, "k1", 1), goodRow(2, "k2", 1))
+	firstEnd := e.insertRows(goodRow(1, "k1", 1), goodRow(2, "k2", 1))
+	if first {
+		waitFor(e.t, 30*time.Second, "the first transaction to be confirmed", func() bool {
+			confirmed, _ := e.slotConfirmed()
+			return confirmed != "" && !e.lsnLE(confirmed, firstEnd)
+		})
+	}
 	bad := c.bad
 	bad.Key = badKey
 	if !c.nullID() {
@@ -235,9 +245,9 @@ func TestBadRowFail(t *testing.T) {
 			flags := append([]string{"--shutdown-timeout", "5m"}, c.flags...)
 			p := e.start(flags...)
 			p.waitLog(`"streaming"`, 30*time.Second)
-			bound := c.insertAround(e)
+			bound := c.insertAround(e, true)
 			start := time.Now()
-			code := p.wait(60 * time.Second)
+			code := p.wait(30 * time.Second)
 			out := p.out.String()
 			if code != 1 {
 				t.Fatalf("exit code %d, want 1; output:\n%s", code, tail(out, 30))
@@ -300,7 +310,7 @@ func TestDeadLetter(t *testing.T) {
 			}
 			p := e.start(append([]string{"--on-error", "dead-letter", "--metrics-addr", "127.0.0.1:0"}, c.flags...)...)
 			p.waitLog(`"streaming"`, 30*time.Second)
-			c.insertAround(e)
+			c.insertAround(e, false)
 			var good []string
 			for i := 1; i <= 6; i++ {
 				good = append(good, uuidFor(i))
@@ -406,7 +416,7 @@ func TestDeadLetterRefused(t *testing.T) {
 	e := newEnv(t, envOptions{kafka: c.kafka})
 	p := e.start(c.flags...)
 	p.waitLog(`"streaming"`, 30*time.Second)
-	bound := c.insertAround(e)
+	bound := c.insertAround(e, true)
 	code := p.wait(60 * time.Second)
 	out := p.out.String()
 	if code != 1 {
@@ -425,5 +435,52 @@ func TestDeadLetterRefused(t *testing.T) {
 	}
 	if n := e.pendingChanges(); n != afterBad {
 		t.Errorf("slot would send %d inserts, want the %d from the bad row's transaction on", n, afterBad)
+	}
+}
+
+// TestBadRowFailEarlierEventsInFlight: the bad row's delivery report comes back
+// while events committed before it still wait for their acks (here the broker holds
+// the producer id for 3s, so nothing is produced before the missing topic's metadata
+// times out). With --on-error=fail pgoutbox must still publish and confirm those
+// earlier events before it stops: the restart should begin at the bad row.
+func TestBadRowFailEarlierEventsInFlight(t *testing.T) {
+	c := badRowCase{name: "missing topic",
+		kafka: kafkatest.Options{SeedTopics: map[string]int32{"outbox.event.order": 3}},
+		flags: []string{"--kafka-config", "topic.metadata.propagation.max.ms=500", "--shutdown-timeout", "5m"},
+		bad:   outboxRow{Type: "missing", Payload: `{"seq": 0}`}, topic: "outbox.event.missing", words: []string{"unknown topic"}}
+	e := newEnv(t, envOptions{kafka: c.kafka})
+	var held atomic.Int64
+	e.kafka.ControlKey(int16(kmsg.InitProducerID), func(kmsg.Request) (kmsg.Response, error, bool) {
+		if held.Add(1) == 1 {
+			e.kafka.SleepControl(func() { time.Sleep(3 * time.Second) })
+		}
+		return nil, nil, false
+	})
+	p := e.start(c.flags...)
+	p.waitLog(`"streaming"`, 30*time.Second)
+	bound := c.insertAround(e, false)
+	code := p.wait(60 * time.Second)
+	out := p.out.String()
+	if code != 1 {
+		t.Fatalf("exit code %d, want 1; output:\n%s", code, tail(out, 30))
+	}
+	line := errorLine(t, out)
+	t.Logf("%s", line)
+	c.checkFailLine(t, line)
+	e.waitInactive(10 * time.Second)
+	confirmed, _ := e.slotConfirmed()
+	if !e.lsnLE(confirmed, bound) {
+		t.Errorf("slot confirmed up to %s, past %s before the bad row's commit", confirmed, bound)
+	}
+	recs := consumeAs(t, e.brokers, `^outbox\.event\.`, nil, 10*time.Second, hasIDs(uuidFor(1), uuidFor(2)))
+	if !hasIDs(uuidFor(1), uuidFor(2))(recs) {
+		var ids []string
+		for _, r := range recs {
+			ids = append(ids, string(r.Headers["id"]))
+		}
+		t.Errorf("the events committed before the bad row were not published; Kafka has %q", ids)
+	}
+	if n := e.pendingChanges(); n != afterBad {
+		t.Errorf("slot would send %d inserts, want the %d from the bad row's transaction on: the transaction before it was not confirmed", n, afterBad)
 	}
 }

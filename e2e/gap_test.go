@@ -190,7 +190,7 @@ func (e *env) recovers(pending []string, from int) {
 	e.wantStatus(0, "status: ok")
 
 	p = e.publishRun(from+10, 10)
-	if strings.Contains(p.out.String(), "gap") {
+	if strings.Contains(strings.ReplaceAll(p.out.String(), e.dir, "DIR"), "gap") {
 		e.t.Errorf("normal restart after --accept-gap still reports a gap:\n%s", tail(p.out.String(), 20))
 	}
 	e.wantStatus(0, "status: ok")
@@ -269,9 +269,9 @@ func TestGapOtherSlot(t *testing.T) {
 // larger than this slot's position, so neither a refusal nor `status` can get the
 // gap right by comparing LSNs alone, and --accept-gap must not start from it.
 func TestGapOtherCluster(t *testing.T) {
-	other := newEnv(t, envOptions{cluster: ownCluster(t, nil)})
-	e := newEnv(t, envOptions{})
-	e.slot = other.slot // same slot name on both clusters
+	e := newEnv(t, envOptions{cluster: ownCluster(t, nil)})
+	other := newEnv(t, envOptions{}) // the shared cluster has written more WAL
+	e.slot = other.slot              // same slot name on both clusters
 	e.publishRun(0, 10)
 	pending := e.insertRange(150, 5) // committed while stopped: the slot has them
 
@@ -279,8 +279,7 @@ func TestGapOtherCluster(t *testing.T) {
 	if err := e.admin.QueryRow(context.Background(), `SELECT pg_current_wal_lsn()::text`).Scan(&here); err != nil {
 		t.Fatal(err)
 	}
-	// Move the other cluster's WAL past this one's, then checkpoint there.
-	for {
+	for { // usually no round: move the other cluster's WAL past this one's
 		var ahead bool
 		if err := other.admin.QueryRow(context.Background(), `SELECT pg_current_wal_lsn() > $1::pg_lsn`, here).Scan(&ahead); err != nil {
 			t.Fatal(err)

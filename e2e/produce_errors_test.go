@@ -89,6 +89,9 @@ type produceFaultCase struct {
 	name   string
 	faults []brokerFault
 	want   string
+	// rounds is how many times the faults are injected, each after the previous
+	// round fired and the pipeline had a moment to recover; 0 means once.
+	rounds int
 }
 
 // faultWindow is --max-in-flight in these tests.
@@ -103,21 +106,26 @@ func runProduceFault(t *testing.T, c produceFaultCase) {
 	p.waitLog(`"streaming"`, 30*time.Second)
 	w, stop := e.startWriters(3, 6)
 	e.consume(30*time.Second, func(r []kafkatest.Record) bool { return len(r) > 0 }) // events flow
-	var hits []*atomic.Int64
-	for _, f := range c.faults {
-		hits = append(hits, f.inject(e.kafka))
-	}
-	fired := func() bool {
-		for i, f := range c.faults {
-			if hits[i].Load() < f.n {
-				return false
-			}
+	for round := 0; round < max(c.rounds, 1); round++ {
+		if round > 0 {
+			time.Sleep(300 * time.Millisecond)
 		}
-		return true
+		var hits []*atomic.Int64
+		for _, f := range c.faults {
+			hits = append(hits, f.inject(e.kafka))
+		}
+		waitFor(t, 30*time.Second, fmt.Sprint(c.faults), func() bool {
+			for i, f := range c.faults {
+				if hits[i].Load() < f.n {
+					return false
+				}
+			}
+			return true
+		})
 	}
-	waitFor(t, 30*time.Second, "the faults to be injected", fired)
 	time.Sleep(time.Second) // recover, and stream on after the fault
 	stop()
+	e.settle(w)
 	total := w.total()
 	recs := e.consumeAll(w, 60*time.Second)
 	v := w.check(t, recs)
@@ -191,7 +199,7 @@ func restartErrors(out string) []string {
 // (rd_kafka_handle_idempotent_Produce_error).
 func TestProduceRetriableErrors(t *testing.T) {
 	for _, code := range []*kerr.Error{kerr.NotLeaderForPartition, kerr.LeaderNotAvailable, kerr.RequestTimedOut,
-		kerr.NotEnoughReplicas, kerr.NotEnoughReplicasAfterAppend, kerr.KafkaStorageError, kerr.UnknownProducerID} {
+		kerr.NotEnoughReplicas, kerr.NotEnoughReplicasAfterAppend, kerr.KafkaStorageError, kerr.CorruptMessage, kerr.UnknownProducerID} {
 		t.Run(code.Message, func(t *testing.T) {
 			n := int64(5)
 			if code == kerr.UnknownProducerID {
@@ -204,13 +212,12 @@ func TestProduceRetriableErrors(t *testing.T) {
 }
 
 // TestProduceFatalErrors: broker answers that make librdkafka's idempotent
-// producer fail, because it can no longer guarantee order or once-ness. An
+// producer fail fatally, because it can no longer guarantee order or once-ness. An
 // out-of-order sequence for the oldest request in flight is fatal
 // (rd_kafka_handle_idempotent_Produce_error); so is an authorization error when a
 // new producer asks for its id (rd_kafka_idemp_check_error), here for the producer
-// pgoutbox builds to replace the first. INVALID_PRODUCER_EPOCH is not fatal for a
-// non-transactional producer: librdkafka fails the request's messages and bumps the
-// epoch. Either way pgoutbox must stay up and resume from the checkpoint.
+// pgoutbox builds to replace the first. pgoutbox must stay up, replace the
+// producer and resume from the checkpoint.
 func TestProduceFatalErrors(t *testing.T) {
 	cases := []produceFaultCase{
 		{name: "OUT_OF_ORDER_SEQUENCE_NUMBER", want: rebuilt,
@@ -218,11 +225,26 @@ func TestProduceFatalErrors(t *testing.T) {
 		{name: "OUT_OF_ORDER_SEQUENCE_NUMBER, then CLUSTER_AUTHORIZATION_FAILED for the new producer", want: rebuilt,
 			faults: []brokerFault{{key: kmsg.Produce, code: kerr.OutOfOrderSequenceNumber.Code, n: 1},
 				{key: kmsg.InitProducerID, code: kerr.ClusterAuthorizationFailed.Code, n: 1}}},
-		{name: "INVALID_PRODUCER_EPOCH", want: resumed,
-			faults: []brokerFault{{key: kmsg.Produce, code: kerr.InvalidProducerEpoch.Code, n: 1}}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) { runProduceFault(t, c) })
+	}
+}
+
+// TestProduceFailedDelivery: broker errors that librdkafka neither retries nor
+// treats as fatal for a non-transactional idempotent producer: it fails the
+// request's messages and bumps the epoch. pgoutbox must resume from the checkpoint
+// without losing or reordering anything. librdkafka keeps sending the partition's
+// later messages under the new epoch, so unless the producer stops at the failed
+// batch (enable.gapless.guarantee makes such an error fatal), later events of a key
+// can reach Kafka before the failed ones are re-sent. The race is narrow, so the
+// fault is injected several times.
+func TestProduceFailedDelivery(t *testing.T) {
+	for _, code := range []*kerr.Error{kerr.InvalidProducerEpoch, kerr.UnknownServerError} {
+		t.Run(code.Message, func(t *testing.T) {
+			runProduceFault(t, produceFaultCase{name: code.Message, want: resumed, rounds: 5,
+				faults: []brokerFault{{key: kmsg.Produce, code: code.Code, n: 1}}})
+		})
 	}
 }
 
@@ -260,6 +282,7 @@ func TestProduceSlowBroker(t *testing.T) {
 	last, _ := e.slotConfirmed()
 	slow.Store(false)
 	stop()
+	e.settle(w)
 	recs := e.consumeAll(w, 60*time.Second)
 	v := w.check(t, recs)
 	t.Logf("slow broker for 6s: %d Produce requests delayed 300ms, Kafka %d events behind the database at the end, confirmed %s → %s; %d events, %d duplicates",

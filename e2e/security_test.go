@@ -25,8 +25,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 	"github.com/twmb/franz-go/pkg/sasl"
 	"github.com/twmb/franz-go/pkg/sasl/plain"
 	"github.com/twmb/franz-go/pkg/sasl/scram"
@@ -227,6 +229,7 @@ func TestSASL(t *testing.T) {
 	t.Run("wrong password", func(t *testing.T) {
 		opts := kafkatest.Options{Extra: []kfake.Opt{kfake.EnableSASL(), kfake.User("PLAIN", saslUser, saslPassword)}}
 		e := newEnv(t, envOptions{kafka: opts})
+		rejectLikeKafka(e.kafka)
 		const wrong = "Wrong-kafka-pw-42"
 		p := e.start(kafkaConfigFlags(saslProps("PLAIN", wrong))...)
 		p.waitLog(`"streaming"`, 30*time.Second)
@@ -240,6 +243,32 @@ func TestSASL(t *testing.T) {
 		default:
 		}
 		noSecret(t, p.out.String(), wrong, saslPassword)
+		// Nothing reached Kafka, so nothing may be confirmed.
+		p.kill()
+		e.waitInactive(10 * time.Second)
+		if n := e.pendingChanges(); n != 1 {
+			t.Errorf("slot would send %d inserts, want the 1 Kafka never got", n)
+		}
+	})
+}
+
+// rejectLikeKafka makes the broker answer a PLAIN authentication with a wrong
+// password as Kafka does, with SASL_AUTHENTICATION_FAILED and a message, before it
+// closes the connection. kfake only closes the connection, which librdkafka cannot
+// tell from a network failure.
+func rejectLikeKafka(c *kfake.Cluster) {
+	c.ControlKey(int16(kmsg.SASLAuthenticate), func(req kmsg.Request) (kmsg.Response, error, bool) {
+		r := req.(*kmsg.SASLAuthenticateRequest)
+		parts := strings.Split(string(r.SASLAuthBytes), "\x00")
+		if len(parts) != 3 || parts[2] == saslPassword {
+			return nil, nil, false
+		}
+		c.KeepControl()
+		resp := r.ResponseKind().(*kmsg.SASLAuthenticateResponse)
+		resp.ErrorCode = kerr.SaslAuthenticationFailed.Code
+		msg := "Authentication failed: Invalid username or password"
+		resp.ErrorMessage = &msg
+		return resp, nil, true
 	})
 }
 

@@ -170,8 +170,29 @@ func (m *Mapper) Map(rel *decoder.Relation, values []decoder.Value) (*Record, er
 	if rowErr, ok := err.(*RowError); ok {
 		rowErr.Key = copyValue(values[m.key])
 		rowErr.Payload = copyValue(values[m.payload])
+		if rowErr.Topic == "" {
+			rowErr.Topic = m.rowTopic(values)
+		}
 	}
 	return r, err
+}
+
+// rowTopic is the topic the template names for a row, valid or not, for error
+// messages and dead-letter records; "" when a template column is NULL or unusable.
+func (m *Mapper) rowTopic(values []decoder.Value) string {
+	var b []byte
+	for i, p := range m.tpl {
+		if p.column == "" {
+			b = append(b, p.literal...)
+			continue
+		}
+		v := values[m.tplCols[i]]
+		if v.Kind == 'n' || plain(v, p.column) != nil {
+			return ""
+		}
+		b = append(b, v.Data...)
+	}
+	return string(b)
 }
 
 func copyValue(v decoder.Value) []byte {

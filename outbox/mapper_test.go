@@ -315,6 +315,7 @@ func TestMapRowErrors(t *testing.T) {
 		{
 			name:   "NULL id",
 			values: row(null, text("Order"), text("k1"), text("T"), text(`{"a":1}`)),
+			topic:  "outbox.event.Order",
 			reason: `id column "id" is NULL`,
 			key:    []byte("k1"), paylo: []byte(`{"a":1}`),
 		},
@@ -356,6 +357,7 @@ func TestMapRowErrors(t *testing.T) {
 		{
 			name:   "unchanged TOAST id",
 			values: row(decoder.Value{Kind: decoder.KindUnchanged}, text("Order"), text("k"), text("T"), text("{}")),
+			topic:  "outbox.event.Order", // named even though the id failed
 			reason: "unchanged TOAST",
 			key:    []byte("k"), paylo: []byte("{}"),
 		},

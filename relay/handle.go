@@ -200,6 +200,13 @@ func (s *session) badRow(rowErr *outbox.RowError, token *source.LSN) error {
 	m := s.r.m
 	if s.r.cfg.OnError != OnErrorDeadLetter {
 		m.FailedEvents.Inc()
+		if token != nil {
+			// The row never reached librdkafka, so no report will retire it. The loop
+			// stops before its transaction's Commit, so this cannot make it safe.
+			s.mu.Lock()
+			_ = s.tr.Done(*token)
+			s.mu.Unlock()
+		}
 		return permanent(&RowFailedError{Row: rowErr})
 	}
 	if token == nil {
@@ -232,9 +239,8 @@ func (s *session) sendDeadLetter(rowErr *outbox.RowError, token source.LSN, comm
 		m.FailedEvents.Inc()
 		return permanent(fmt.Errorf("dead-letter %s: %w", rowErr, err))
 	}
-	m.DeadLettered.Inc()
 	s.r.log.Warn().Str("id", rowErr.ID).Str("topic", rowErr.Topic).Str("reason", rowErr.Reason).
-		Str("dead_letter_topic", s.r.cfg.DeadLetterTopic).Msg("event sent to the dead-letter topic")
+		Str("dead_letter_topic", s.r.cfg.DeadLetterTopic).Msg("Kafka refused the event; sending it to the dead-letter topic")
 	return nil
 }
 
@@ -249,7 +255,7 @@ func (s *session) onReport(rep *sink.Report) error {
 	if rep.Err == nil {
 		s.mu.Lock()
 		err := s.tr.Done(rep.Token)
-		idle := s.tr.InFlight() == 0
+		idle := s.tr.InFlight() == s.failedEvents
 		s.mu.Unlock()
 		select {
 		case s.room <- struct{}{}:
@@ -265,6 +271,8 @@ func (s *session) onReport(rep *sink.Report) error {
 			return fmt.Errorf("ack tracker: %w", err)
 		}
 		if rep.DeadLetter {
+			m.DeadLettered.Inc()
+			s.r.log.Warn().Str("id", rep.ID).Str("dead_letter_topic", rep.Topic).Msg("event sent to the dead-letter topic")
 			return nil
 		}
 		m.Published(rep.Topic, rep.Bytes)
@@ -283,11 +291,31 @@ func (s *session) onReport(rep *sink.Report) error {
 	}
 	m.ProducerErrors.WithLabelValues("message").Inc()
 	rowErr := &outbox.RowError{ID: rep.ID, Topic: rep.Topic, Reason: rep.Err.Error()}
-	if s.r.cfg.OnError != OnErrorDeadLetter || s.eos != nil {
+	if s.eos != nil {
 		// In exactly-once mode the refused message dooms its Kafka transaction:
 		// dead-lettering it would need the whole batch replayed without it.
 		m.FailedEvents.Inc()
 		return permanent(&RowFailedError{Row: rowErr})
+	}
+	if s.r.cfg.OnError != OnErrorDeadLetter {
+		// Stop reading, but keep taking the acks of the events before this one, so
+		// they are confirmed and a restart begins at this row's transaction.
+		m.FailedEvents.Inc()
+		s.mu.Lock()
+		if s.failed == nil {
+			s.failed = &RowFailedError{Row: rowErr}
+		}
+		s.failedEvents++
+		idle := s.tr.InFlight() == s.failedEvents
+		s.mu.Unlock()
+		s.stream.Interrupt()
+		if idle {
+			select {
+			case s.drained <- struct{}{}:
+			default:
+			}
+		}
+		return nil
 	}
 	rowErr.Key, rowErr.Payload = rep.Key, rep.Value
 	return s.sendDeadLetter(rowErr, rep.Token, rep.Committed)

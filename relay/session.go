@@ -45,6 +45,10 @@ type session struct {
 	tr      *tracker.Tracker
 	room    chan struct{} // signalled after acks, wakes a loop waiting for room
 	drained chan struct{} // signalled when nothing is in flight while draining
+	// failed is the first row Kafka refused under --on-error=fail, and failedEvents
+	// counts refused events, which stay in flight in the tracker forever (guarded by mu).
+	failed       *RowFailedError
+	failedEvents int
 
 	// Owned by the replication loop.
 	commitTime  time.Time  // of the open transaction, from its Begin
@@ -231,6 +235,8 @@ func (s *session) run(ctx context.Context) error {
 			return fmt.Errorf("kafka producer failed, rebuilding it and resuming from the checkpoint: %w", reportErr)
 		}
 		return reportErr
+	case s.failed != nil:
+		return permanent(s.failed)
 	case loopErr != nil:
 		return loopErr
 	case drainErr != nil:
@@ -378,7 +384,7 @@ func (s *session) drain(reports context.Context, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	for {
 		s.mu.Lock()
-		n := s.tr.InFlight()
+		n := s.tr.InFlight() - s.failedEvents
 		s.mu.Unlock()
 		if n == 0 {
 			return nil

@@ -275,11 +275,11 @@ func (p *Producer) report(m *kafka.Message, r *Report) {
 	}
 	r.Partition = m.TopicPartition.Partition
 	r.Offset = int64(m.TopicPartition.Offset)
+	if in != nil && (r.DeadLetter || m.TopicPartition.Error != nil) {
+		r.ID = string(in.id) // dead letters are logged by id when acknowledged
+	}
 	if err := m.TopicPartition.Error; err != nil {
 		r.Err = err
-		if in != nil {
-			r.ID = string(in.id)
-		}
 		r.Key, r.Value = m.Key, m.Value
 		for _, h := range m.Headers {
 			r.Headers = append(r.Headers, Header{Key: h.Key, Value: h.Value})

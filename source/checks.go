@@ -187,7 +187,11 @@ func (c *Conn) CreatePublication(ctx context.Context, name, table string) error 
 	if _, err := c.conn.Exec(ctx, sql); err != nil {
 		var pgErr *pgconn.PgError
 		if errors.As(err, &pgErr) && pgErr.Code == "42501" {
-			return setupErr(nil, "publication %q does not exist and this role may not create it (%s); run as the table owner: %s (see sql/publication.sql)", name, pgErr.Message, sql)
+			who := "the table owner"
+			if table == "" {
+				who = "a role with CREATE on the database"
+			}
+			return setupErr(nil, "publication %q does not exist and this role may not create it (%s); run as %s: %s (see sql/publication.sql)", name, pgErr.Message, who, sql)
 		}
 		return fmt.Errorf("create publication %q: %w", name, err)
 	}
