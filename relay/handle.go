@@ -67,6 +67,9 @@ func (s *session) handle(msg *source.Message) error {
 			}
 			return permanent(fmt.Errorf("outbox table changed: %w", err))
 		}
+		if row, ok := s.poisoned(rec); ok {
+			return s.badRow(row, nil)
+		}
 		return s.publish(rec)
 	case decoder.TypeUpdate, decoder.TypeDelete, decoder.TypeTruncate:
 		m.SkippedChanges.WithLabelValues(ev.Type.String()).Inc()
@@ -104,6 +107,9 @@ func (s *session) message(msg *decoder.LogicalMessage) error {
 			return s.badRow(rowErr, nil)
 		}
 		return permanent(fmt.Errorf("message at %s: %w", msg.LSN, err))
+	}
+	if row, ok := s.poisoned(rec); ok {
+		return s.badRow(row, nil)
 	}
 	return s.publish(rec)
 }
@@ -247,6 +253,10 @@ func (s *session) sendDeadLetter(rowErr *outbox.RowError, token source.LSN, comm
 // onReport handles one delivery report, on the report goroutine.
 func (s *session) onReport(rep *sink.Report) error {
 	m := s.r.m
+	if rep.AfterFatal && rep.Err != nil {
+		s.suspectReport(rep)
+		return nil
+	}
 	if rep.Control {
 		// A checkpoint record's fate is its transaction's: CommitTransaction says
 		// whether it made it, and an aborted one reports "purged" here.

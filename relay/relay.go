@@ -212,6 +212,15 @@ type relay struct {
 	producer *sink.Producer // reused across sessions while healthy
 	streamed bool           // a session has streamed at least once
 	file     checkpoint.Store
+
+	// poison holds events Kafka refused permanently, by event id, to dead-letter
+	// them when they are replayed.
+	poison map[string]outbox.RowError
+	// isolateUntil, while isolating, is the final LSN of the newest transaction
+	// of a refused batch: until the checkpoint passes it, every event goes to Kafka
+	// alone so a refusal names one event.
+	isolating    bool
+	isolateUntil source.LSN
 }
 
 // Run streams until ctx ends or a permanent error. It returns nil after a clean
@@ -232,7 +241,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.ShutdownTimeout == 0 {
 		cfg.ShutdownTimeout = 30 * time.Second
 	}
-	r := &relay{cfg: cfg, log: cfg.Log, m: cfg.Metrics}
+	r := &relay{cfg: cfg, log: cfg.Log, m: cfg.Metrics, poison: map[string]outbox.RowError{}}
 	if cfg.CheckpointStore == StoreFile {
 		r.file = checkpoint.NewFile(cfg.CheckpointFile)
 	}
@@ -251,6 +260,9 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 		if IsPermanent(err) {
 			return err
+		}
+		if errors.Is(err, errLeaveIsolation) {
+			continue // at once: nothing failed
 		}
 		var connErr *source.ConnectError
 		if !r.streamed && errors.As(err, &connErr) {

@@ -49,6 +49,9 @@ type session struct {
 	// counts refused events, which stay in flight in the tracker forever (guarded by mu).
 	failed       *RowFailedError
 	failedEvents int
+	// suspects are the events of a batch Kafka refused permanently, reported after
+	// the fatal error the refusal caused (guarded by mu).
+	suspects []suspect
 
 	// Owned by the replication loop.
 	commitTime  time.Time  // of the open transaction, from its Begin
@@ -138,6 +141,7 @@ func (r *relay) session(ctx context.Context) error {
 		}
 	} else if r.producer == nil {
 		kcfg := cfg.Kafka
+		kcfg.Isolate = r.isolating
 		// A dead-letter record needs the refused message's key and value back.
 		kcfg.ReportFields = cfg.OnError == OnErrorDeadLetter
 		p, err := sink.New(kcfg, nil, r.log)
@@ -228,8 +232,14 @@ func (s *session) run(ctx context.Context) error {
 		// new producer starts clean, and the events are replayed from the checkpoint.
 		r.closeProducer()
 	}
+	if errors.Is(loopErr, errLeaveIsolation) {
+		r.closeProducer() // the next session batches again
+	}
 	switch {
 	case reportErr != nil:
+		if err := s.refused(); err != nil {
+			return err
+		}
 		if sink.Fatal(reportErr) {
 			r.m.ProducerErrors.WithLabelValues("fatal").Inc()
 			return fmt.Errorf("kafka producer failed, rebuilding it and resuming from the checkpoint: %w", reportErr)
@@ -439,6 +449,11 @@ func (s *session) confirm(reply bool) error {
 	}
 	if err := s.stream.SendStatus(s.cp.LSN, reply); err != nil {
 		return err
+	}
+	if r.isolating && s.cp.LSN > r.isolateUntil {
+		r.isolating = false
+		r.log.Info().Stringer("lsn", s.cp.LSN).Msg("past the refused batch; batching events again")
+		return errLeaveIsolation
 	}
 	failpoint.Hit("after-confirm")
 	r.m.Confirmed(s.cp.LSN, s.confirmedCommit(idle))

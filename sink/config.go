@@ -20,6 +20,9 @@ type Config struct {
 	ReportFields bool
 	// ClientID names the producer in broker logs.
 	ClientID string
+	// Isolate sends one message per request, so that a request the broker refuses
+	// names exactly one event. Slow; used only to find a refused event.
+	Isolate bool
 }
 
 // defaults are pgoutbox's librdkafka settings. Each is a choice, not a copy of
@@ -31,6 +34,11 @@ type Config struct {
 //     gap a retry would reorder. Backpressure and the metrics show a stuck broker instead.
 //   - linger.ms=1: events are small and latency matters; batches still form under load.
 //   - queue.buffering.max.kbytes bounds memory when payloads are large.
+//   - enable.gapless.guarantee: without it, when a batch fails librdkafka bumps the
+//     epoch and goes on sending the partition's later messages, so the failed ones,
+//     published again from the checkpoint, would land after them: a key reordered.
+//     With it, such a failure is fatal and the producer is rebuilt before anything
+//     else of that partition is sent.
 var defaults = map[string]string{
 	"enable.idempotence":           "true",
 	"acks":                         "all",
@@ -42,12 +50,14 @@ var defaults = map[string]string{
 	"queue.buffering.max.kbytes":   "16384",
 	"socket.keepalive.enable":      "true",
 	"reconnect.backoff.max.ms":     "5000",
+	"enable.gapless.guarantee":     "true",
 }
 
 // fixed are properties a user may not weaken: pgoutbox's delivery guarantees depend on them.
 var fixed = map[string]string{
-	"enable.idempotence": "true",
-	"acks":               "all",
+	"enable.idempotence":       "true",
+	"acks":                     "all",
+	"enable.gapless.guarantee": "true",
 }
 
 // CheckProperties rejects properties that would break pgoutbox's guarantees or that
@@ -62,7 +72,7 @@ func CheckProperties(props map[string]string) error {
 		case k == "transactional.id":
 			return fmt.Errorf("kafka property %q: use --exactly-once, which derives it from the slot", k)
 		case k == "acks" && (v == "-1" || strings.EqualFold(v, "all")):
-		case k == "enable.idempotence" && strings.EqualFold(v, "true"):
+		case (k == "enable.idempotence" || k == "enable.gapless.guarantee") && strings.EqualFold(v, "true"):
 		case fixed[k] != "":
 			return fmt.Errorf("kafka property %s=%s would allow lost or reordered events; pgoutbox requires %s=%s", k, v, k, fixed[k])
 		}
@@ -125,6 +135,10 @@ func (c Config) properties() map[string]string {
 		props[k] = v
 	}
 	props["bootstrap.servers"] = c.Brokers
+	if c.Isolate {
+		props["batch.num.messages"] = "1"
+		props["linger.ms"] = "0"
+	}
 	if c.ClientID != "" {
 		if _, ok := c.Properties["client.id"]; !ok {
 			props["client.id"] = c.ClientID

@@ -51,6 +51,8 @@ type Report struct {
 	// ProduceCheckpoint.
 	DeadLetter bool
 	Control    bool
+	// AfterFatal marks a report that arrived after the producer failed fatally.
+	AfterFatal bool
 	// Err is nil when the broker acknowledged the message. Otherwise the fields below
 	// describe the message (Key, Value and Headers only with Config.ReportFields).
 	Err     error
@@ -252,10 +254,36 @@ func (p *Producer) Run(ctx context.Context, handle func(*Report) error) error {
 				}
 			case kafka.Error:
 				if e.IsFatal() {
+					p.afterFatal(handle, &r)
 					return fmt.Errorf("kafka producer: %w", e)
 				}
 				p.clientError(e)
 			}
+		}
+	}
+}
+
+// afterFatal hands over the delivery reports librdkafka emits right after a fatal
+// error: those of the batch that caused it carry the broker's error, which tells a
+// refused batch (permanent) from a lost producer state. They have AfterFatal set,
+// and handle's errors are ignored: the producer is finished either way.
+func (p *Producer) afterFatal(handle func(*Report) error, r *Report) {
+	quiet := time.NewTimer(200 * time.Millisecond)
+	defer quiet.Stop()
+	for {
+		select {
+		case ev, ok := <-p.p.Events():
+			if !ok {
+				return
+			}
+			if m, isMsg := ev.(*kafka.Message); isMsg {
+				p.report(m, r)
+				r.AfterFatal = true
+				_ = handle(r)
+			}
+			quiet.Reset(200 * time.Millisecond)
+		case <-quiet.C:
+			return
 		}
 	}
 }
