@@ -147,10 +147,10 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			problem("gap: checkpoint at %s exists but slot %q does not; pgoutbox will refuse to start without --accept-gap", cp.LSN, *f.slot)
 		}
 		if cp.Slot != *f.slot {
-			problem("checkpoint %s belongs to slot %q, not %q", store.Describe(), cp.Slot, *f.slot)
+			problem("gap: checkpoint %s belongs to slot %q, not %q; pgoutbox will refuse to start without --accept-gap", store.Describe(), cp.Slot, *f.slot)
 		}
 		if server.SystemID != "" && cp.SystemID != "" && cp.SystemID != server.SystemID {
-			problem("checkpoint is from another PostgreSQL cluster (system identifier %s, server %s)", cp.SystemID, server.SystemID)
+			problem("gap: the checkpoint is from another PostgreSQL cluster (system identifier %s, this server %s); pgoutbox will refuse to start without --accept-gap", cp.SystemID, server.SystemID)
 		}
 	case errors.Is(err, checkpoint.ErrNotFound):
 	default:

@@ -208,7 +208,7 @@ func TestMessagesWithTable(t *testing.T) {
 func TestSlotFailoverNeedsPG17(t *testing.T) {
 	e := newEnv(t, envOptions{})
 	code, out := e.run(30*time.Second, "--slot-failover")
-	if code != 1 || !strings.Contains(out, "PostgreSQL 17") || !strings.Contains(out, "gap") {
+	if code != 1 || !strings.Contains(out, "PostgreSQL 17") || !strings.Contains(out, "gap error") {
 		t.Fatalf("exit %d, output:\n%s", code, tail(out, 5))
 	}
 }

@@ -159,7 +159,7 @@ func (e *env) refuses(reason string) {
 			e.t.Errorf("output does not mention %q:\n%s", want, tail(out, 30))
 		}
 	}
-	if !strings.Contains(strings.ReplaceAll(strings.ReplaceAll(out, e.dir, "DIR"), "--accept-gap", ""), "gap") {
+	if !strings.Contains(strings.ReplaceAll(strings.ReplaceAll(out, e.dir, "DIR"), "--accept-gap", ""), "gap between") {
 		e.t.Errorf("output does not call it a gap:\n%s", tail(out, 30))
 	}
 	if strings.Contains(out, `"streaming"`) {
@@ -190,7 +190,7 @@ func (e *env) recovers(pending []string, from int) {
 	e.wantStatus(0, "status: ok")
 
 	p = e.publishRun(from+10, 10)
-	if strings.Contains(strings.ReplaceAll(p.out.String(), e.dir, "DIR"), "gap") {
+	if strings.Contains(strings.ReplaceAll(p.out.String(), e.dir, "DIR"), "gap between") {
 		e.t.Errorf("normal restart after --accept-gap still reports a gap:\n%s", tail(p.out.String(), 20))
 	}
 	e.wantStatus(0, "status: ok")
