@@ -116,6 +116,7 @@ func TestKill9Restart(t *testing.T) {
 	time.Sleep(300 * time.Millisecond)
 	cancel()
 	<-done
+	e.settle(w)
 	total := w.total()
 	recs := e.consumeAll(w, 60*time.Second)
 	// Let the final run confirm, then read again so late duplicates are counted.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/jackc/pgx/v5"
 	"math/rand/v2"
 	"os"
 	"strconv"
@@ -259,7 +260,13 @@ func TestCrashNoConfirmWithoutAck(t *testing.T) {
 // the truth. Call it after the writers stopped.
 func (e *env) settle(w *writers) {
 	e.t.Helper()
-	rows, err := e.admin.Query(context.Background(), `SELECT id::text, payload->>'key', (payload->>'seq')::int FROM outbox WHERE payload ? 'seq'`)
+	// A fresh connection: the test may have restarted the server under e.admin.
+	conn, err := pgx.Connect(context.Background(), e.pg.SuperURL(e.db))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	rows, err := conn.Query(context.Background(), `SELECT id::text, payload->>'key', (payload->>'seq')::int FROM outbox WHERE payload ? 'seq'`)
 	if err != nil {
 		e.t.Fatal(err)
 	}

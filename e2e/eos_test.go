@@ -42,6 +42,7 @@ func TestExactlyOnceKill9(t *testing.T) {
 	time.Sleep(300 * time.Millisecond)
 	cancel()
 	<-done
+	e.settle(w)
 	total := w.total()
 	recs := e.consumeAll(w, 60*time.Second)
 	v := w.check(t, recs)

@@ -53,6 +53,7 @@ func TestPostgresRestart(t *testing.T) {
 	}
 	time.Sleep(500 * time.Millisecond)
 	stop()
+	e.settle(w)
 	total := w.total()
 	recs := e.consumeAll(w, 60*time.Second)
 	v := w.check(t, recs)
@@ -83,6 +84,7 @@ func TestWalsenderTerminated(t *testing.T) {
 		})
 	}
 	stop()
+	e.settle(w)
 	total := w.total()
 	recs := e.consumeAll(w, 60*time.Second)
 	v := w.check(t, recs)
@@ -109,6 +111,7 @@ func TestBrokerDown(t *testing.T) {
 		t.Errorf("walsender timed out while Kafka was down: pgoutbox stopped answering")
 	}
 	stop()
+	e.settle(w)
 	total := w.total()
 	k, err := kafkatest.Start(kafkatest.Options{Ports: ports, DataDir: dataDir, Partitions: 3})
 	if err != nil {
@@ -143,6 +146,7 @@ func TestTwoInstances(t *testing.T) {
 	b.waitLog(`"streaming"`, 30*time.Second)
 	time.Sleep(500 * time.Millisecond)
 	stop()
+	e.settle(w)
 	total := w.total()
 	recs := e.consumeAll(w, 60*time.Second)
 	v := w.check(t, recs)
