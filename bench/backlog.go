@@ -158,7 +158,7 @@ func timeRecvlogical(ctx context.Context, url, slot, endpos string, admin *pgx.C
 	busy0, _ := machineCPU()
 	p, err := startProc("pg_recvlogical", "-d", url, "--slot", slot, "--start",
 		"-o", "proto_version=1", "-o", "publication_names=pgoutbox",
-		"-f", "/dev/null", "-s", "1", "-F", "0", "--no-loop", "--endpos", endpos)
+		"-f", "/dev/null", "--no-loop", "--endpos", endpos)
 	if err != nil {
 		return run, err
 	}

@@ -213,7 +213,7 @@ func (r *report) markdown() string {
 	p("")
 	p("- Each case gets a fresh PostgreSQL cluster (pgtest, durable: fsync and synchronous_commit on; max_wal_size=8GB, checkpoint_timeout=30min) and a fresh in-process kfake broker with the topics outbox.event.{%s} pre-created, %d partitions each.", strings.Join(aggregateTypes, ","), partitions)
 	p("- Backlog: slots `pgoutbox`, `twin` and `twin2` (pgoutput) are created first, then the backlog is written by a procedure committing inside a loop (synchronous_commit=off for that session; setup is not timed), then CHECKPOINT. Rows: gen_random_uuid() id, 5 aggregate types, 1000 aggregate ids, ~200-byte jsonb payload.")
-	p("- pg_recvlogical: `pg_recvlogical -d <url as role pgoutbox> --slot twin --start -o proto_version=1 -o publication_names=pgoutbox -f /dev/null -s 1 -F 0 --no-loop --endpos <insert LSN after the backlog>`, timed from process start to its exit at endpos. It runs twice, on slot `twin` before pgoutbox and on slot `twin2` after it (all three slots were created at the same point); the table shows the faster run.")
+	p("- pg_recvlogical: `pg_recvlogical -d <url as role pgoutbox> --slot twin --start -o proto_version=1 -o publication_names=pgoutbox -f /dev/null --no-loop --endpos <insert LSN after the backlog>` (its default status and fsync intervals), timed from process start to its exit at endpos. It runs twice, on slot `twin` before pgoutbox and on slot `twin2` after it (all three slots were created at the same point); the table shows the faster run.")
 	if len(r.cfg.extra) > 0 {
 		p("- pgoutbox ran with extra flags: `%s`.", strings.Join(r.cfg.extra, " "))
 	}

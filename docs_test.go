@@ -101,3 +101,23 @@ func TestDockerfile(t *testing.T) {
 		t.Errorf("Dockerfile does not switch to a non-root user")
 	}
 }
+
+// TestReadmeDocumentsEveryFlag: every flag of the relay and of status is in the
+// README's configuration table.
+func TestReadmeDocumentsEveryFlag(t *testing.T) {
+	b, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	readme := string(b)
+	newRelayFlags().fs.VisitAll(func(f *flag.Flag) {
+		if !strings.Contains(readme, "`--"+f.Name) {
+			t.Errorf("README does not document --%s", f.Name)
+		}
+	})
+	for _, f := range []string{"--json", "--max-retained-mb"} {
+		if !strings.Contains(readme, "`"+f) {
+			t.Errorf("README does not document status %s", f)
+		}
+	}
+}
