@@ -17,7 +17,7 @@ dev: build
 test: build
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 20m ./...
-	$(GO) test -count=1 -race ./decoder/ ./tracker/ ./outbox/ ./checkpoint/
+	$(GO) test -count=1 -race ./decoder/ ./tracker/ ./outbox/ ./checkpoint/ ./relay/ ./sink/ ./metrics/
 	$(GO) test ./decoder/ -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime 20s
 	$(GO) test ./tracker/ -run '^$$' -fuzz '^FuzzTracker$$' -fuzztime 10s
 
@@ -27,7 +27,7 @@ bench: build
 
 # Only the fast tests that need no PostgreSQL.
 test-unit:
-	$(GO) test -count=1 ./decoder/ ./tracker/ ./outbox/ ./sink/ ./source/ ./metrics/
+	$(GO) test -count=1 ./decoder/ ./tracker/ ./outbox/ ./sink/ ./source/ ./metrics/ ./relay/
 
 clean:
 	rm -rf bin

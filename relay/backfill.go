@@ -3,11 +3,9 @@ package relay
 import (
 	"context"
 	"errors"
-	"fmt"
 	"time"
 
 	"github.com/pgoutbox/pgoutbox/decoder"
-	"github.com/pgoutbox/pgoutbox/outbox"
 	"github.com/pgoutbox/pgoutbox/source"
 )
 
@@ -45,14 +43,7 @@ func (s *session) backfill(ctx, reports context.Context) error {
 			}
 		}
 		rec, err := s.mapper.Map(rel, values)
-		if err != nil {
-			var rowErr *outbox.RowError
-			if errors.As(err, &rowErr) {
-				return s.badRow(rowErr, nil)
-			}
-			return permanent(fmt.Errorf("backfill: %w", err))
-		}
-		if err := s.publish(rec); err != nil {
+		if err := s.emit(rec, err, "backfill"); err != nil {
 			return err
 		}
 		rows++

@@ -60,17 +60,7 @@ func (s *session) handle(msg *source.Message) error {
 			return nil // already in Kafka, says the checkpoint record
 		}
 		rec, err := s.mapper.Map(ev.Relation, ev.Values)
-		if err != nil {
-			var rowErr *outbox.RowError
-			if errors.As(err, &rowErr) {
-				return s.badRow(rowErr, nil)
-			}
-			return permanent(fmt.Errorf("outbox table changed: %w", err))
-		}
-		if row, ok := s.poisoned(rec); ok {
-			return s.badRow(row, nil)
-		}
-		return s.publish(rec)
+		return s.emit(rec, err, "outbox table changed")
 	case decoder.TypeUpdate, decoder.TypeDelete, decoder.TypeTruncate:
 		m.SkippedChanges.WithLabelValues(ev.Type.String()).Inc()
 	case decoder.TypeMessage:
@@ -101,12 +91,19 @@ func (s *session) message(msg *decoder.LogicalMessage) error {
 		return nil
 	}
 	rec, err := s.messages.Map(msg.Content)
+	return s.emit(rec, err, "message at "+msg.LSN.String())
+}
+
+// emit publishes a mapped event, or applies --on-error to one that cannot be
+// published: a row the mapping refuses, or one Kafka refused before. Any other
+// mapping error means the outbox no longer matches the configuration.
+func (s *session) emit(rec *outbox.Record, err error, context string) error {
 	if err != nil {
 		var rowErr *outbox.RowError
 		if errors.As(err, &rowErr) {
 			return s.badRow(rowErr, nil)
 		}
-		return permanent(fmt.Errorf("message at %s: %w", msg.LSN, err))
+		return permanent(fmt.Errorf("%s: %w", context, err))
 	}
 	if row, ok := s.poisoned(rec); ok {
 		return s.badRow(row, nil)
