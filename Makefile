@@ -6,7 +6,7 @@ BIN     := bin/pgoutbox
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 
-.PHONY: build dev test test-unit fuzz faults bench clean
+.PHONY: build dev test test-unit bench clean
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) .
@@ -14,9 +14,11 @@ build:
 dev: build
 	$(GO) run ./internal/devstack -pgoutbox $(BIN)
 
+# The integration tests run a race-detector build of pgoutbox (E2E_RACE) and fail on
+# any race it reports.
 test: build
 	$(GO) vet ./...
-	$(GO) test -count=1 -timeout 20m ./...
+	E2E_RACE=1 $(GO) test -count=1 -timeout 20m ./...
 	$(GO) test -count=1 -race ./decoder/ ./tracker/ ./outbox/ ./checkpoint/ ./relay/ ./sink/ ./metrics/
 	$(GO) test ./decoder/ -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime 20s
 	$(GO) test ./tracker/ -run '^$$' -fuzz '^FuzzTracker$$' -fuzztime 10s

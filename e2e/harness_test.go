@@ -56,7 +56,11 @@ func testMain(m *testing.M) int {
 	}
 	defer os.RemoveAll(dir)
 	binary = filepath.Join(dir, "pgoutbox")
-	build := exec.Command("go", "build", "-o", binary, ".")
+	args := []string{"build", "-o", binary}
+	if os.Getenv("E2E_RACE") != "" {
+		args = append(args, "-race") // a pgoutbox that reports its data races
+	}
+	build := exec.Command("go", append(args, ".")...)
 	build.Dir = ".."
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
@@ -201,6 +205,9 @@ func (e *env) startEnv(environ []string, extra ...string) *proc {
 		if dir := os.Getenv("E2E_LOG_DIR"); dir != "" {
 			name := fmt.Sprintf("%s-%03d.log", strings.ReplaceAll(e.t.Name(), "/", "_"), seq)
 			_ = os.WriteFile(filepath.Join(dir, name), []byte(p.out.String()), 0o644)
+		}
+		if out := p.out.String(); strings.Contains(out, "WARNING: DATA RACE") {
+			e.t.Errorf("the race detector found a data race in pgoutbox:\n%s", out[strings.Index(out, "WARNING: DATA RACE"):])
 		}
 		if e.t.Failed() {
 			e.t.Logf("pgoutbox output:\n%s", tail(p.out.String(), 60))

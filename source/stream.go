@@ -23,6 +23,9 @@ type Stream struct {
 	// only when it changes instead of once per message.
 	deadline    time.Time
 	interrupted atomic.Bool
+	// broken is set when receiving failed: pgconn is then closing the connection in
+	// the background, and nothing may be written to it any more.
+	broken bool
 }
 
 // Dial opens a replication connection (replication=database) to the database in connString.
@@ -233,14 +236,17 @@ func (s *Stream) Receive(deadline time.Time) (*Message, error) {
 			}
 			return nil, ErrTimeout
 		}
+		s.broken = true
 		return nil, fmt.Errorf("receive replication message: %w", err)
 	}
 	switch m := raw.(type) {
 	case *pgproto3.CopyData:
 		return s.parse(m.Data)
 	case *pgproto3.ErrorResponse:
+		s.broken = true
 		return nil, streamError(pgconn.ErrorResponseToPgError(m))
 	case *pgproto3.CopyDone:
+		s.broken = true
 		return nil, errors.New("server ended the replication stream")
 	default:
 		return nil, fmt.Errorf("unexpected replication message %T", raw)
@@ -283,6 +289,9 @@ func (s *Stream) parse(data []byte) (*Message, error) {
 // transactions that commit before it again. Write, flush and apply are all set, as
 // pglogrepl would otherwise copy the write position into them.
 func (s *Stream) SendStatus(lsn LSN, replyRequested bool) error {
+	if s.broken {
+		return errors.New("send standby status update: the replication connection is broken")
+	}
 	err := pglogrepl.SendStandbyStatusUpdate(context.Background(), s.conn, pglogrepl.StandbyStatusUpdate{
 		WALWritePosition: lsn,
 		WALFlushPosition: lsn,
