@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
 	"strings"
 	"sync"
 	"syscall"
@@ -210,5 +211,35 @@ func TestSlotFailoverNeedsPG17(t *testing.T) {
 	code, out := e.run(30*time.Second, "--slot-failover")
 	if code != 1 || !strings.Contains(out, "PostgreSQL 17") || !strings.Contains(out, "gap error") {
 		t.Fatalf("exit %d, output:\n%s", code, tail(out, 5))
+	}
+}
+
+// TestOutboxTableRecreated: dropping and re-creating the outbox table removes it
+// from the publication, after which PostgreSQL sends nothing of it; pgoutbox notices
+// and stops with a sentence that says so, instead of waiting forever.
+func TestOutboxTableRecreated(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	p := e.start()
+	p.waitLog(`"streaming"`, 30*time.Second)
+	e.exec(`DROP TABLE outbox`)
+	sql, _ := os.ReadFile("../sql/outbox.sql")
+	e.exec(string(sql))
+	if code := p.wait(30 * time.Second); code != 1 || !strings.Contains(p.out.String(), "does not include table public.outbox") {
+		t.Fatalf("exit %d; output:\n%s", code, tail(p.out.String(), 5))
+	}
+}
+
+// TestPublicationCreatedAfterSlot: a publication created after the slot's start
+// point is invisible to the walsender; pgoutbox says what happened and how to fix it.
+func TestPublicationCreatedAfterSlot(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	e.exec(`DROP PUBLICATION pgoutbox`)
+	e.exec(`SELECT pg_create_logical_replication_slot($1, 'pgoutput')`, e.slot)
+	// A change decoded with a catalog snapshot from before the publication existed.
+	e.insertTx(event{ID: uuidFor(1), Type: "order", AggID: "a", Kind: "T", Payload: `{}`})
+	e.exec(`CREATE PUBLICATION pgoutbox FOR TABLE outbox WITH (publish = 'insert')`)
+	p := e.start()
+	if code := p.wait(30 * time.Second); code != 1 || !strings.Contains(p.out.String(), "created after the slot") {
+		t.Fatalf("exit %d; output:\n%s", code, tail(p.out.String(), 5))
 	}
 }

@@ -67,6 +67,7 @@ type session struct {
 	eos         *exactlyOnce // nil unless --exactly-once
 	serverEnd   source.LSN
 	lastConfirm time.Time // when confirm last ran
+	pubChecked  time.Time // when the publication was last checked
 	msg         sink.Message
 	timer       *time.Timer
 }
@@ -274,6 +275,9 @@ func (s *session) loop(ctx, reports context.Context) error {
 			if err := s.confirm(false); err != nil {
 				return err
 			}
+			if err := s.checkPublication(now); err != nil {
+				return err
+			}
 			next = now.Add(interval)
 		}
 		// Checkpoint early under load, so that what a crash would publish again
@@ -334,6 +338,29 @@ func (s *session) loop(ctx, reports context.Context) error {
 			return err
 		}
 	}
+}
+
+// publicationChecks: every this many status intervals (30 s by default) a
+// streaming session checks that the publication still covers the outbox table.
+const publicationChecks = 30
+
+// checkPublication stops streaming when the outbox table left the publication.
+// Dropping and re-creating the table does that silently: PostgreSQL then sends
+// nothing of the new table, and pgoutbox would wait forever for events.
+func (s *session) checkPublication(now time.Time) error {
+	table := s.r.cfg.Mapping.Table
+	if table == "" || now.Sub(s.pubChecked) < publicationChecks*s.r.cfg.StatusInterval {
+		return nil
+	}
+	s.pubChecked = now
+	pub, found, err := s.conn.Publication(context.Background(), s.r.cfg.Publication, table)
+	if err != nil {
+		return err
+	}
+	if !found {
+		return &source.SetupError{Msg: fmt.Sprintf("publication %q was dropped while pgoutbox streamed; re-create it (sql/publication.sql) — events committed meanwhile are not in the stream", s.r.cfg.Publication)}
+	}
+	return source.CheckPublication(pub, table)
 }
 
 // keepalive confirms the server's WAL position when nothing is in flight, so an idle
