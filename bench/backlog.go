@@ -29,22 +29,21 @@ type backlogResult struct {
 	// recvlogical is the faster of two pg_recvlogical runs, on slot twin
 	// before pgoutbox and on slot twin2 after it, so the order of the runs
 	// cannot favour pgoutbox.
-	recvlogical    time.Duration
-	recvRuns       [2]recvRun
-	pgoutbox       time.Duration // pgoutbox start → consumer holds every id
-	firstEvent     time.Duration // pgoutbox start → first record consumed
-	rssKiB         int64         // peak RSS: VmHWM, sampled until exit
-	rusageRSSKiB   int64         // ru_maxrss, inflated by this process's own peak (see procHWM)
-	cpu            time.Duration // pgoutbox user+sys
-	walsender      time.Duration // CPU of the walsender serving pgoutbox
-	benchCPU       time.Duration // this process (kfake + consumer) during the pgoutbox run
-	busy           time.Duration // machine-wide CPU busy time during the pgoutbox run
-	produced       produceCount  // what pgoutbox sent until every event arrived
-	payloadBytes   float64       // average payload size as text
-	walBytes       int64         // WAL written by the backlog
-	tally          tally
-	stopErr        error // pgoutbox's exit on SIGTERM, if not clean
-	recvlogicalErr error
+	recvlogical  time.Duration
+	recvRuns     [2]recvRun
+	pgoutbox     time.Duration // pgoutbox start → consumer holds every id
+	firstEvent   time.Duration // pgoutbox start → first record consumed
+	rssKiB       int64         // peak RSS: VmHWM, sampled until exit
+	rusageRSSKiB int64         // ru_maxrss, inflated by this process's own peak (see procHWM)
+	cpu          time.Duration // pgoutbox user+sys
+	walsender    time.Duration // CPU of the walsender serving pgoutbox
+	benchCPU     time.Duration // this process (kfake + consumer) during the pgoutbox run
+	busy         time.Duration // machine-wide CPU busy time during the pgoutbox run
+	produced     produceCount  // what pgoutbox sent until every event arrived
+	payloadBytes float64       // average payload size as text
+	walBytes     int64         // WAL written by the backlog
+	tally        tally
+	stopErr      error // pgoutbox's exit on SIGTERM, if not clean
 }
 
 // drainTimeout bounds each timed drain; a healthy run takes seconds.

@@ -109,12 +109,6 @@ func (t *tailBuffer) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-func (t *tailBuffer) contains(s string) bool {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return bytes.Contains(t.b, []byte(s))
-}
-
 func (t *tailBuffer) tail(lines int) string {
 	t.mu.Lock()
 	defer t.mu.Unlock()

@@ -72,9 +72,9 @@ func TestExactlyOnceLargeTransaction(t *testing.T) {
 	}
 	e.waitInactive(10 * time.Second)
 	p = e.start(args...)
-	recs := e.consume(60*time.Second, func(r []kafkatest.Record) bool { return len(r) >= n })
-	time.Sleep(time.Second)
-	recs = e.consume(5*time.Second, nil)
+	e.consume(60*time.Second, func(r []kafkatest.Record) bool { return len(r) >= n })
+	time.Sleep(time.Second) // duplicates would arrive now
+	recs := e.consume(5*time.Second, nil)
 	ids := map[string]int{}
 	for _, r := range recs {
 		ids[string(r.Headers["id"])]++

@@ -350,20 +350,10 @@ func (p *Producer) changed(up bool, reason string) {
 	}
 }
 
-// Down reports whether librdkafka last said all brokers are down or refused the
-// credentials. Only the report goroutine (Run) may call it.
-func (p *Producer) Down() bool { return p.brokersDown || p.authFailed }
-
 // logLibrdkafka forwards librdkafka's own log lines at debug level: they repeat on
 // every reconnect attempt, and Run already logs each broker state change once.
 func (p *Producer) logLibrdkafka(l kafka.LogEvent) {
 	p.log.Debug().Str("facility", l.Tag).Int("syslog_level", l.Level).Msg(l.Message)
-}
-
-// Flush waits up to timeout for queued messages to be delivered and reports how many
-// are still waiting.
-func (p *Producer) Flush(timeout time.Duration) int {
-	return p.p.Flush(int(timeout.Milliseconds()))
 }
 
 // InQueue reports messages not yet delivered.
