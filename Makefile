@@ -12,7 +12,8 @@ build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) .
 
 dev: build
-	$(GO) run ./internal/devstack -pgoutbox $(BIN)
+	$(GO) build -o bin/devstack ./internal/devstack
+	bin/devstack -pgoutbox $(BIN)
 
 # The integration tests run a race-detector build of pgoutbox (E2E_RACE) and fail on
 # any race it reports.

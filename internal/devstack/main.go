@@ -45,7 +45,9 @@ func run(ctx context.Context) error {
 	flag.Parse()
 
 	say := func(format string, args ...any) { fmt.Printf("devstack: "+format+"\n", args...) }
-	pg, err := pgtest.Start(ctx, pgtest.Options{})
+	// synchronous_commit on: the walsender sends only flushed WAL, and with it off a
+	// commit waits for the WAL writer (up to wal_writer_delay) before it can stream.
+	pg, err := pgtest.Start(ctx, pgtest.Options{Settings: map[string]string{"synchronous_commit": "on"}})
 	if err != nil {
 		return err
 	}
@@ -60,7 +62,10 @@ func run(ctx context.Context) error {
 			return fmt.Errorf("%s: %w", f, err)
 		}
 	}
-	kopts := kafkatest.Options{Partitions: 3}
+	// The demo topics exist from the start, so the consumer sees the first events
+	// at once instead of after its next topic discovery.
+	kopts := kafkatest.Options{Partitions: 3, AutoCreate: true,
+		SeedTopics: map[string]int32{"outbox.event.order": 3, "outbox.event.customer": 3}}
 	if *kafkaPort != 0 && portFree(*kafkaPort) {
 		kopts.Ports = []int{*kafkaPort}
 	}
