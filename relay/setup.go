@@ -122,6 +122,24 @@ func (r *relay) store(ctx context.Context, conn *source.Conn) (checkpoint.Store,
 // confirmed_flush_lsn, after ruling out a gap. It creates the slot on first start.
 func (r *relay) position(ctx context.Context, conn *source.Conn, stream *source.Stream, store checkpoint.Store, id checkpoint.Checkpoint, serverVersion int) (checkpoint.Checkpoint, *backfillPlan, error) {
 	cfg := r.cfg
+	// The slot first, then the checkpoint: an instance that streams saves the
+	// checkpoint before each confirm, so a checkpoint read after the slot is never
+	// behind it. Read the other way round, a confirm in between would look like a gap.
+	slot, found, err := conn.Slot(ctx, cfg.Slot)
+	if err != nil {
+		return checkpoint.Checkpoint{}, nil, err
+	}
+	if found {
+		if err := source.CheckSlot(slot, id.Database); err != nil {
+			return checkpoint.Checkpoint{}, nil, err
+		}
+		if slot.Active {
+			// Another process streams from it (another pgoutbox, or our own
+			// previous connection not yet gone): its position is moving, so judge
+			// nothing now and stand by.
+			return checkpoint.Checkpoint{}, nil, &source.ErrSlotActive{Msg: fmt.Sprintf("replication slot %q is active for PID %d", cfg.Slot, slot.ActivePID)}
+		}
+	}
 	cp, err := store.Load(ctx, cfg.Slot)
 	hasCP := err == nil
 	if err != nil && !errors.Is(err, checkpoint.ErrNotFound) {
@@ -129,15 +147,6 @@ func (r *relay) position(ctx context.Context, conn *source.Conn, stream *source.
 	}
 	if hasCP {
 		if err := sameOrigin(cp, id); err != nil && !cfg.AcceptGap {
-			return cp, nil, err
-		}
-	}
-	slot, found, err := conn.Slot(ctx, cfg.Slot)
-	if err != nil {
-		return cp, nil, err
-	}
-	if found {
-		if err := source.CheckSlot(slot, id.Database); err != nil {
 			return cp, nil, err
 		}
 	}

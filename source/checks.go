@@ -65,13 +65,21 @@ func (c *Conn) CheckRole(ctx context.Context, table string) error {
 		return nil // a tableless outbox reads no table
 	}
 	var canSelect bool
-	if err := c.conn.QueryRow(ctx, `SELECT has_table_privilege(current_user, $1::text::regclass, 'SELECT')`, table).Scan(&canSelect); err != nil {
+	if err := c.conn.QueryRow(ctx, `SELECT has_table_privilege(current_user, $1::text::regclass, 'SELECT')`, regName(table)).Scan(&canSelect); err != nil {
 		return fmt.Errorf("check SELECT on %s: %w", table, err)
 	}
 	if !canSelect {
 		return setupErr(nil, "role %q lacks SELECT on %s; run GRANT SELECT ON %s TO %s (see sql/role.sql)", user, table, table, pgx.Identifier{user}.Sanitize())
 	}
 	return nil
+}
+
+// regName quotes "schema.table" for a regclass cast. pgoutbox takes names as
+// PostgreSQL stores them (as pgoutput and pg_publication_tables report them), so a
+// table created as "Outbox" is --table public.Outbox, matched exactly, not folded.
+func regName(table string) string {
+	schema, rel, _ := strings.Cut(table, ".")
+	return pgx.Identifier{schema, rel}.Sanitize()
 }
 
 // Column is one column of the outbox table.
@@ -84,7 +92,7 @@ type Column struct {
 // Columns lists the table's columns, or a SetupError when the table does not exist.
 func (c *Conn) Columns(ctx context.Context, table string) ([]Column, error) {
 	var exists bool
-	if err := c.conn.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL`, table).Scan(&exists); err != nil {
+	if err := c.conn.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL`, regName(table)).Scan(&exists); err != nil {
 		return nil, fmt.Errorf("look up table %s: %w", table, err)
 	}
 	if !exists {
@@ -94,7 +102,7 @@ func (c *Conn) Columns(ctx context.Context, table string) ([]Column, error) {
 			format_type(CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE a.atttypid END, NULL)
 		FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
 		WHERE a.attrelid = $1::text::regclass AND a.attnum > 0 AND NOT a.attisdropped
-		ORDER BY a.attnum`, table)
+		ORDER BY a.attnum`, regName(table))
 	if err != nil {
 		return nil, fmt.Errorf("read columns of %s: %w", table, err)
 	}
