@@ -95,11 +95,22 @@ func TestWalsenderTerminated(t *testing.T) {
 // back on the same port with its data. pgoutbox stays up, does not confirm past
 // unacknowledged events, keeps the walsender alive, and resumes.
 func TestBrokerDown(t *testing.T) {
+	for _, mode := range []string{"at-least-once", "exactly-once"} {
+		t.Run(mode, func(t *testing.T) { brokerDown(t, mode == "exactly-once") })
+	}
+}
+
+func brokerDown(t *testing.T, exactlyOnce bool) {
 	c := ownCluster(t, map[string]string{"wal_sender_timeout": "3s"})
 	dataDir := t.TempDir()
 	e := newEnv(t, envOptions{cluster: c, kafka: kafkatest.Options{DataDir: dataDir, Partitions: 3}})
 	ports := kafkatest.Ports(e.kafka)
-	p := e.start("--max-in-flight", "200")
+	args := []string{"--max-in-flight", "200"}
+	if exactlyOnce {
+		e.readCommitted = true
+		args = append(args, "--exactly-once", "--txn-max-events", "100")
+	}
+	p := e.start(args...)
 	p.waitLog(`"streaming"`, 30*time.Second)
 	w, stop := e.background(t, 2, 5)
 	time.Sleep(500 * time.Millisecond)
@@ -121,6 +132,9 @@ func TestBrokerDown(t *testing.T) {
 	recs := e.consumeAll(w, 90*time.Second)
 	v := w.check(t, recs)
 	t.Logf("%d events, broker down 8s (confirmed %s at outage, %s during): %d duplicates", total, downAt, confirmedDown, v.duplicates)
+	if exactlyOnce && v.duplicates != 0 {
+		t.Errorf("%d duplicates seen by a read_committed consumer in exactly-once mode", v.duplicates)
+	}
 	select {
 	case <-p.done:
 		t.Fatalf("pgoutbox exited while the broker was down: %v", p.err)

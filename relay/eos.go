@@ -115,6 +115,34 @@ func (e *exactlyOnce) confirmable(acked source.LSN) source.LSN {
 	return acked
 }
 
+// commitWaiting commits the open Kafka transaction, which waits for every message
+// to be delivered — minutes if Kafka is down. Meanwhile it keeps confirming the
+// position PostgreSQL already has, so the walsender does not time out.
+func (s *session) commitWaiting() error {
+	ctx, cancel := context.WithTimeout(context.Background(), transactionCommitTimeout)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- s.prod.CommitTransaction(ctx) }()
+	tick := time.NewTicker(s.r.cfg.StatusInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case err := <-done:
+			return err
+		case <-tick.C:
+			if err := s.confirmIfDue(); err != nil {
+				cancel()
+				<-done
+				return err
+			}
+		}
+	}
+}
+
+// transactionCommitTimeout bounds a Kafka commit; past it the session restarts and
+// the transaction is aborted by the next one's InitTransactions.
+const transactionCommitTimeout = 2 * time.Minute
+
 // ensureKafkaTxn opens a Kafka transaction if none is open.
 func (s *session) ensureKafkaTxn() error {
 	e := s.eos
@@ -149,9 +177,7 @@ func (s *session) commitKafka(partial bool) error {
 		time.Sleep(time.Millisecond)
 	}
 	failpoint.Hit("before-kafka-commit")
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	if err := s.prod.CommitTransaction(ctx); err != nil {
+	if err := s.commitWaiting(); err != nil {
 		return err
 	}
 	failpoint.Hit("after-kafka-commit")

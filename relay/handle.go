@@ -158,6 +158,11 @@ func (s *session) produce(msg *sink.Message, rec *outbox.Record) error {
 		case err == nil:
 			return nil
 		case errors.Is(err, sink.ErrQueueFull):
+			// librdkafka's queue is full (Kafka slow or down, large payloads):
+			// wait, but keep the walsender from timing out meanwhile.
+			if err := s.confirmIfDue(); err != nil {
+				return err
+			}
 			s.timer.Reset(5 * time.Millisecond)
 			select {
 			case <-s.room:

@@ -492,6 +492,15 @@ func (s *session) confirm(reply bool) error {
 	return nil
 }
 
+// confirmIfDue confirms when a status interval passed since the last confirm; for
+// the places that wait outside the loop.
+func (s *session) confirmIfDue() error {
+	if time.Since(s.lastConfirm) < s.r.cfg.StatusInterval {
+		return nil
+	}
+	return s.confirm(false)
+}
+
 // confirmedCommit forgets committed transactions up to the confirmed position and
 // returns the newest confirmed one's commit time, or zero when caught up.
 func (s *session) confirmedCommit(idle bool) time.Time {
