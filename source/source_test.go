@@ -328,3 +328,11 @@ func TestCheckSlot(t *testing.T) {
 	otherDB.Database = "billing"
 	wantSetup(t, "other database", CheckSlot(otherDB, "orders"), `belongs to database "billing", not "orders"`)
 }
+
+// TestAlterSlotFailoverCommand: an existing slot becomes a failover slot on
+// PostgreSQL 17 with ALTER_REPLICATION_SLOT; the name is quoted.
+func TestAlterSlotFailoverCommand(t *testing.T) {
+	if got, want := AlterSlotFailoverCommand("pgoutbox"), `ALTER_REPLICATION_SLOT "pgoutbox" (FAILOVER true)`; got != want {
+		t.Errorf("got %q, want %q", got, want)
+	}
+}
