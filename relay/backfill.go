@@ -55,7 +55,10 @@ func (s *session) backfill(ctx, reports context.Context) error {
 		return nil
 	})
 	if errors.Is(err, errBackfillStopped) || ctx.Err() != nil {
-		return nil // the session's error or shutdown says why; the next start redoes it
+		// The session's error or the shutdown says why; the checkpoint still says the
+		// backfill did not finish, so the next start with --backfill redoes it.
+		r.log.Warn().Int("rows", rows).Msg("backfill interrupted; it starts over on the next start with --backfill")
+		return nil
 	}
 	if err != nil {
 		return err
