@@ -49,40 +49,56 @@ func (w *writers) run(ctx context.Context, t *testing.T, url string, n, txns, ma
 			defer conn.Close(context.Background())
 			seq := map[string]int{}
 			for tx := 0; tx < txns && ctx.Err() == nil; tx++ {
-				per := 1 + (tx*7+wi)%maxPer
-				batch := pgx.Batch{}
-				var ids []string
-				var seqs []int
-				var ks []string
-				batch.Queue("BEGIN")
-				for i := 0; i < per; i++ {
-					k := (tx + i) % keysPer
-					key := fmt.Sprintf("w%d-k%d", wi, k)
-					seq[key]++
-					id := fmt.Sprintf("%08d-0000-4000-8000-%012d", wi, tx*1000+i)
-					p, _ := json.Marshal(seqPayload{Key: key, Seq: seq[key]})
-					batch.Queue(`INSERT INTO outbox (id, aggregatetype, aggregateid, type, payload) VALUES ($1, $2, $3, 'Test', $4)`,
-						id, fmt.Sprintf("t%d", k%3), key, string(p)) // a key keeps its topic
-					ids, seqs, ks = append(ids, id), append(seqs, seq[key]), append(ks, key)
-				}
-				batch.Queue("COMMIT")
-				if err := conn.SendBatch(ctx, &batch).Close(); err != nil {
+				tx := newTxn(wi, tx, 1+(tx*7+wi)%maxPer, keysPer, seq)
+				if err := conn.SendBatch(ctx, &tx.batch).Close(); err != nil {
 					if ctx.Err() == nil {
 						t.Errorf("writer %d: %v", wi, err)
 					}
 					return
 				}
-				w.mu.Lock()
-				for i, id := range ids {
-					w.committed[id] = seqs[i]
-					w.keys[id] = ks[i]
-				}
-				w.count += len(ids)
-				w.mu.Unlock()
+				w.record(tx)
 			}
 		}(wi)
 	}
 	wg.Wait()
+}
+
+// txn is one writer transaction: its statements and the events it commits.
+type txn struct {
+	batch pgx.Batch
+	ids   []string
+	seqs  []int
+	keys  []string
+}
+
+// newTxn builds writer wi's transaction number n of per events over keysPer keys.
+// Each key keeps its topic, and seq numbers each key's events in commit order.
+func newTxn(wi, n, per, keysPer int, seq map[string]int) *txn {
+	tx := &txn{}
+	tx.batch.Queue("BEGIN")
+	for i := 0; i < per; i++ {
+		k := (n + i) % keysPer
+		key := fmt.Sprintf("w%d-k%d", wi, k)
+		seq[key]++
+		id := fmt.Sprintf("%08d-0000-4000-8000-%012d", wi, n*1000+i)
+		p, _ := json.Marshal(seqPayload{Key: key, Seq: seq[key]})
+		tx.batch.Queue(`INSERT INTO outbox (id, aggregatetype, aggregateid, type, payload) VALUES ($1, $2, $3, 'Test', $4)`,
+			id, fmt.Sprintf("t%d", k%3), key, string(p))
+		tx.ids, tx.seqs, tx.keys = append(tx.ids, id), append(tx.seqs, seq[key]), append(tx.keys, key)
+	}
+	tx.batch.Queue("COMMIT")
+	return tx
+}
+
+// record counts a committed transaction's events.
+func (w *writers) record(tx *txn) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for i, id := range tx.ids {
+		w.committed[id] = tx.seqs[i]
+		w.keys[id] = tx.keys[i]
+	}
+	w.count += len(tx.ids)
 }
 
 func (w *writers) total() int {
@@ -193,34 +209,13 @@ func (w *writers) runTolerant(ctx context.Context, t *testing.T, url string, n, 
 					}
 					conn = c
 				}
-				per := 1 + (tx*5+wi)%6
-				batch := pgx.Batch{}
-				var ids, ks []string
-				var seqs []int
-				batch.Queue("BEGIN")
-				for i := 0; i < per; i++ {
-					k := (tx + i) % keysPer
-					key := fmt.Sprintf("w%d-k%d", wi, k)
-					seq[key]++
-					id := fmt.Sprintf("%08d-0000-4000-8000-%012d", wi, tx*1000+i)
-					p, _ := json.Marshal(seqPayload{Key: key, Seq: seq[key]})
-					batch.Queue(`INSERT INTO outbox (id, aggregatetype, aggregateid, type, payload) VALUES ($1, $2, $3, 'Test', $4)`,
-						id, fmt.Sprintf("t%d", k%3), key, string(p))
-					ids, seqs, ks = append(ids, id), append(seqs, seq[key]), append(ks, key)
-				}
-				batch.Queue("COMMIT")
-				if err := conn.SendBatch(ctx, &batch).Close(); err != nil {
+				tx := newTxn(wi, tx, 1+(tx*5+wi)%6, keysPer, seq)
+				if err := conn.SendBatch(ctx, &tx.batch).Close(); err != nil {
 					conn.Close(context.Background())
 					conn = nil
 					continue
 				}
-				w.mu.Lock()
-				for i, id := range ids {
-					w.committed[id] = seqs[i]
-					w.keys[id] = ks[i]
-				}
-				w.count += len(ids)
-				w.mu.Unlock()
+				w.record(tx)
 				time.Sleep(2 * time.Millisecond)
 			}
 		}(wi)
