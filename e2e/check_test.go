@@ -161,8 +161,21 @@ func (w *writers) check(t *testing.T, recs []kafkatest.Record) verdict {
 // its confirmed position. It must be called while no pgoutbox streams from the slot.
 func (e *env) pendingChanges() int {
 	e.t.Helper()
+	// The SQL decoding functions read only flushed WAL, and the test servers commit
+	// asynchronously: flush everything committed so far with one synchronous commit.
+	ctx := context.Background()
+	tx, err := e.admin.Begin(ctx)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, `SET LOCAL synchronous_commit = on; SELECT txid_current()`); err != nil {
+		e.t.Fatal(err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		e.t.Fatal(err)
+	}
 	var n int
-	err := e.admin.QueryRow(context.Background(),
+	err = e.admin.QueryRow(context.Background(),
 		`SELECT count(*) FROM pg_logical_slot_peek_binary_changes($1, NULL, NULL, 'proto_version', '1', 'publication_names', 'pgoutbox')
 		 WHERE get_byte(data, 0) = ascii('I')`, e.slot).Scan(&n)
 	if err != nil {
