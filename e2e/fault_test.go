@@ -61,11 +61,7 @@ func TestPostgresRestart(t *testing.T) {
 	if !strings.Contains(p.out.String(), "reconnecting") {
 		t.Errorf("no reconnect logged")
 	}
-	select {
-	case <-p.done:
-		t.Fatalf("pgoutbox exited: %v", p.err)
-	default:
-	}
+	p.mustBeRunning("across server restarts")
 }
 
 // TestWalsenderTerminated: the walsender is killed with pg_terminate_backend;
@@ -135,11 +131,7 @@ func brokerDown(t *testing.T, exactlyOnce bool) {
 	if exactlyOnce && v.duplicates != 0 {
 		t.Errorf("%d duplicates seen by a read_committed consumer in exactly-once mode", v.duplicates)
 	}
-	select {
-	case <-p.done:
-		t.Fatalf("pgoutbox exited while the broker was down: %v", p.err)
-	default:
-	}
+	p.mustBeRunning("while the broker was down")
 }
 
 // TestTwoInstances: a second pgoutbox on the same slot stands by while the first

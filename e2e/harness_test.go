@@ -241,6 +241,16 @@ func (p *proc) kill() {
 
 func (p *proc) signal(sig syscall.Signal) { _ = p.cmd.Process.Signal(sig) }
 
+// mustBeRunning fails the test if pgoutbox exited; when is what it must survive.
+func (p *proc) mustBeRunning(when string) {
+	p.t.Helper()
+	select {
+	case <-p.done:
+		p.t.Fatalf("pgoutbox exited %s: %v", when, p.err)
+	default:
+	}
+}
+
 // wait waits for exit and returns the exit code.
 func (p *proc) wait(timeout time.Duration) int {
 	p.t.Helper()

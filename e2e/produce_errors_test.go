@@ -129,11 +129,7 @@ func runProduceFault(t *testing.T, c produceFaultCase) {
 	total := w.total()
 	recs := e.consumeAll(w, 60*time.Second)
 	v := w.check(t, recs)
-	select {
-	case <-p.done:
-		t.Fatalf("pgoutbox exited (%v); it must survive producer errors:\n%s", p.err, tail(p.out.String(), 30))
-	default:
-	}
+	p.mustBeRunning("despite producer errors")
 	out := p.out.String()
 	errs := restartErrors(out)
 	restarts := len(errs)
