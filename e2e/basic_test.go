@@ -6,6 +6,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 // TestPublishesOutboxRows checks the Debezium-compatible mapping end to end: topic
@@ -46,6 +48,12 @@ func TestPublishesOutboxRows(t *testing.T) {
 		}
 		if string(r.Key) != w.AggID {
 			t.Errorf("event %s: key %q, want %q", w.ID, r.Key, w.AggID)
+		}
+		// The partition a Java producer (Debezium) would choose: murmur2 of the key,
+		// here as franz-go computes it, over kfake's 10 partitions.
+		java := kgo.StickyKeyPartitioner(nil).ForTopic(r.Topic).Partition(&kgo.Record{Key: r.Key}, 10)
+		if int(r.Partition) != java {
+			t.Errorf("event %s with key %q: partition %d, a Java producer uses %d", w.ID, r.Key, r.Partition, java)
 		}
 		var got, exp any
 		if err := json.Unmarshal(r.Value, &got); err != nil {
