@@ -136,7 +136,8 @@ const (
 	badIndex = 100 // uuidFor(badIndex) is the bad row's id
 )
 
-func badRowCases() []badRowCase {
+// badRowCases are the kinds of bad rows; exactlyOnce grants the ACLs that mode needs.
+func badRowCases(exactlyOnce bool) []badRowCase {
 	big := `{"pad": "` + strings.Repeat("x", 50000) + `"}`
 	long := strings.Repeat("x", 300)
 	// Authorization: the producer may write to the events and dead-letter topics
@@ -144,6 +145,14 @@ func badRowCases() []badRowCase {
 	allow := func(topic string) kfake.ACL {
 		return kfake.ACL{Resource: kmsg.ACLResourceTypeTopic, Name: topic, Pattern: kmsg.ACLResourcePatternTypeLiteral,
 			Operation: kmsg.ACLOperationWrite, Allow: true}
+	}
+	acls := []kfake.ACL{allow("outbox.event.order"), allow("outbox.dead-letter")}
+	if exactlyOnce {
+		acls = append(acls,
+			kfake.ACL{Resource: kmsg.ACLResourceTypeTransactionalId, Name: "pgoutbox-", Pattern: kmsg.ACLResourcePatternTypePrefixed,
+				Operation: kmsg.ACLOperationAll, Allow: true},
+			kfake.ACL{Resource: kmsg.ACLResourceTypeTopic, Name: "pgoutbox.checkpoints", Pattern: kmsg.ACLResourcePatternTypeLiteral,
+				Operation: kmsg.ACLOperationAll, Allow: true})
 	}
 	sasl := []string{"--kafka-config", "security.protocol=SASL_PLAINTEXT", "--kafka-config", "sasl.mechanism=PLAIN",
 		"--kafka-config", "sasl.username=producer", "--kafka-config", "sasl.password=producer-pw"}
@@ -162,7 +171,7 @@ func badRowCases() []badRowCase {
 			kafka: kafkatest.Options{
 				SeedTopics: map[string]int32{"outbox.event.order": 3, "outbox.event.secret": 3, "outbox.dead-letter": 1},
 				Extra: []kfake.Opt{kfake.EnableSASL(), kfake.EnableACLs(), kfake.Superuser("PLAIN", "admin", "admin-pw"),
-					kfake.User("PLAIN", "producer", "producer-pw", allow("outbox.event.order"), allow("outbox.dead-letter"))},
+					kfake.User("PLAIN", "producer", "producer-pw", acls...)},
 			},
 			flags: sasl,
 			kgo:   []kgo.Opt{kgo.SASL(plain.Auth{User: "admin", Pass: "admin-pw"}.AsMechanism())},
@@ -234,7 +243,7 @@ func (c badRowCase) checkFailLine(t *testing.T, line string) {
 // cannot take, exit code 1, having published and confirmed everything before it and
 // confirmed nothing after it; a restart meets the same row again.
 func TestBadRowFail(t *testing.T) {
-	for _, c := range badRowCases() {
+	for _, c := range badRowCases(false) {
 		t.Run(c.name, func(t *testing.T) {
 			e := newEnv(t, envOptions{kafka: c.kafka})
 			if c.prepare != nil {
@@ -301,57 +310,68 @@ type deadLetterValue struct {
 // TestDeadLetter: with --on-error=dead-letter pgoutbox keeps running, writes the bad
 // row to the dead-letter topic with what is needed to republish it, publishes the
 // rows after it in per-key order, and confirms everything.
+// With --exactly-once the same holds for a read_committed consumer.
 func TestDeadLetter(t *testing.T) {
-	for _, c := range badRowCases() {
-		t.Run(c.name, func(t *testing.T) {
-			e := newEnv(t, envOptions{kafka: c.kafka})
-			if c.prepare != nil {
-				c.prepare(e)
-			}
-			p := e.start(append([]string{"--on-error", "dead-letter", "--metrics-addr", "127.0.0.1:0"}, c.flags...)...)
-			p.waitLog(`"streaming"`, 30*time.Second)
-			c.insertAround(e, false)
-			var good []string
-			for i := 1; i <= 6; i++ {
-				good = append(good, uuidFor(i))
-			}
-			recs := consumeAs(t, e.brokers, `^outbox\.event\.`, c.kgo, 60*time.Second, hasIDs(good...))
-			if !hasIDs(good...)(recs) {
-				t.Fatalf("the good rows around the dead-lettered one were not all published:\n%s", tail(p.out.String(), 30))
-			}
-			// Per-key order of the other rows holds across the dead-lettered one.
-			seqs := map[string][]int{}
-			for _, r := range recs {
-				if id := string(r.Headers["id"]); id == uuidFor(badIndex) || r.Topic != "outbox.event.order" {
-					t.Errorf("unexpected record on %s with id %q", r.Topic, id)
-					continue
-				}
-				var v struct{ Seq int }
-				if err := json.Unmarshal(r.Value, &v); err != nil {
-					t.Fatalf("value %q: %v", r.Value, err)
-				}
-				seqs[string(r.Key)] = append(seqs[string(r.Key)], v.Seq)
-			}
-			if got := fmt.Sprint(seqs["k1"], seqs["k2"]); got != "[1 2 3 4] [1 2]" {
-				t.Errorf("per-key order: k1 then k2 carried seq %s, want [1 2 3 4] [1 2]", got)
-			}
+	for _, c := range badRowCases(false) {
+		t.Run(c.name, func(t *testing.T) { testDeadLetter(t, c, false) })
+	}
+	for _, c := range badRowCases(true) {
+		t.Run("exactly-once/"+c.name, func(t *testing.T) { testDeadLetter(t, c, true) })
+	}
+}
 
-			dl := consumeAs(t, e.brokers, `^outbox\.dead-letter$`, c.kgo, 30*time.Second,
-				func(r []kafkatest.Record) bool { return len(r) > 0 })
-			if len(dl) != 1 {
-				t.Fatalf("%d dead-letter records, want 1:\n%s", len(dl), tail(p.out.String(), 30))
-			}
-			c.checkDeadLetter(t, dl[0])
+func testDeadLetter(t *testing.T, c badRowCase, exactlyOnce bool) {
+	e := newEnv(t, envOptions{kafka: c.kafka})
+	if c.prepare != nil {
+		c.prepare(e)
+	}
+	flags := append([]string{"--on-error", "dead-letter", "--metrics-addr", "127.0.0.1:0"}, c.flags...)
+	if exactlyOnce {
+		flags = append(flags, "--exactly-once")
+		c.kgo = append(c.kgo, kgo.FetchIsolationLevel(kgo.ReadCommitted()))
+	}
+	p := e.start(flags...)
+	p.waitLog(`"streaming"`, 30*time.Second)
+	c.insertAround(e, false)
+	var good []string
+	for i := 1; i <= 6; i++ {
+		good = append(good, uuidFor(i))
+	}
+	recs := consumeAs(t, e.brokers, `^outbox\.event\.`, c.kgo, 60*time.Second, hasIDs(good...))
+	if !hasIDs(good...)(recs) {
+		t.Fatalf("the good rows around the dead-lettered one were not all published:\n%s", tail(p.out.String(), 30))
+	}
+	// Per-key order of the other rows holds across the dead-lettered one.
+	seqs := map[string][]int{}
+	for _, r := range recs {
+		if id := string(r.Headers["id"]); id == uuidFor(badIndex) || r.Topic != "outbox.event.order" {
+			t.Errorf("unexpected record on %s with id %q", r.Topic, id)
+			continue
+		}
+		var v struct{ Seq int }
+		if err := json.Unmarshal(r.Value, &v); err != nil {
+			t.Fatalf("value %q: %v", r.Value, err)
+		}
+		seqs[string(r.Key)] = append(seqs[string(r.Key)], v.Seq)
+	}
+	if got := fmt.Sprint(seqs["k1"], seqs["k2"]); got != "[1 2 3 4] [1 2]" {
+		t.Errorf("per-key order: k1 then k2 carried seq %s, want [1 2 3 4] [1 2]", got)
+	}
 
-			p.waitLog("event sent to the dead-letter topic", 10*time.Second)
-			if got := scrapeMetric(t, metricsAddr(t, p), "pgoutbox_dead_lettered_total"); got != "1" {
-				t.Errorf("pgoutbox_dead_lettered_total = %q, want 1", got)
-			}
-			e.stopClean(p)
-			if n := e.pendingChanges(); n != 0 {
-				t.Errorf("slot would re-send %d inserts after a clean stop", n)
-			}
-		})
+	dl := consumeAs(t, e.brokers, `^outbox\.dead-letter$`, c.kgo, 30*time.Second,
+		func(r []kafkatest.Record) bool { return len(r) > 0 })
+	if len(dl) != 1 {
+		t.Fatalf("%d dead-letter records, want 1:\n%s", len(dl), tail(p.out.String(), 30))
+	}
+	c.checkDeadLetter(t, dl[0])
+
+	p.waitLog("event sent to the dead-letter topic", 10*time.Second)
+	if got := scrapeMetric(t, metricsAddr(t, p), "pgoutbox_dead_lettered_total"); got != "1" {
+		t.Errorf("pgoutbox_dead_lettered_total = %q, want 1", got)
+	}
+	e.stopClean(p)
+	if n := e.pendingChanges(); n != 0 {
+		t.Errorf("slot would re-send %d inserts after a clean stop", n)
 	}
 }
 

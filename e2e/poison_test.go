@@ -42,14 +42,26 @@ func TestPoisonRowRefusedByBroker(t *testing.T) {
 	for _, c := range []struct {
 		name, policy  string
 		deadLetterToo bool
-	}{{"dead-letter", "dead-letter", false}, {"fail", "fail", false}, {"dead-letter refused too", "dead-letter", true}} {
+		exactlyOnce   bool
+	}{
+		{"dead-letter", "dead-letter", false, false},
+		{"fail", "fail", false, false},
+		{"dead-letter refused too", "dead-letter", true, false},
+		{"exactly-once dead-letter", "dead-letter", false, true},
+		{"exactly-once fail", "fail", false, true},
+	} {
 		policy := c.policy
 		if c.deadLetterToo {
 			policy = "fail" // behaves as fail
 		}
 		t.Run(c.name, func(t *testing.T) {
 			e := newEnv(t, envOptions{kafka: kafkatest.Options{Partitions: 1}})
-			p := e.start("--on-error", c.policy)
+			args := []string{"--on-error", c.policy}
+			if c.exactlyOnce {
+				args = append(args, "--exactly-once")
+				e.readCommitted = true
+			}
+			p := e.start(args...)
 			p.waitLog(`"streaming"`, 30*time.Second)
 			refusePoison(e, c.deadLetterToo)
 			for i := 1; i <= 30; i++ {
@@ -74,6 +86,9 @@ func TestPoisonRowRefusedByBroker(t *testing.T) {
 			for _, r := range recs {
 				id := string(r.Headers["id"])
 				if seen[id] {
+					if c.exactlyOnce {
+						t.Errorf("event %s read twice with read_committed", id)
+					}
 					continue
 				}
 				seen[id] = true
@@ -92,7 +107,7 @@ func TestPoisonRowRefusedByBroker(t *testing.T) {
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
-			dl, _ := kafkatest.Consume(ctx, e.brokers, kafkatest.ConsumeOptions{Topics: []string{"outbox.dead-letter"}, Until: func(r []kafkatest.Record) bool { return len(r) > 0 }})
+			dl, _ := kafkatest.Consume(ctx, e.brokers, kafkatest.ConsumeOptions{Topics: []string{"outbox.dead-letter"}, ReadCommitted: c.exactlyOnce, Until: func(r []kafkatest.Record) bool { return len(r) > 0 }})
 			if len(dl) == 0 || string(dl[0].Headers["id"]) != uuidFor(15) {
 				t.Fatalf("dead-letter topic holds %d records, want the refused row", len(dl))
 			}

@@ -250,6 +250,20 @@ func TestSASL(t *testing.T) {
 			t.Errorf("slot would send %d inserts, want the 1 Kafka never got", n)
 		}
 	})
+	t.Run("exactly-once without transactional ACLs", func(t *testing.T) {
+		// The principal may write the event topics but not use a transactional id:
+		// no retry helps, so pgoutbox stops and says what to grant.
+		write := kfake.ACL{Resource: kmsg.ACLResourceTypeTopic, Name: "outbox.", Pattern: kmsg.ACLResourcePatternTypePrefixed,
+			Operation: kmsg.ACLOperationWrite, Allow: true}
+		opts := kafkatest.Options{Extra: []kfake.Opt{kfake.EnableSASL(), kfake.EnableACLs(),
+			kfake.Superuser("PLAIN", "admin", "admin-pw"), kfake.User("PLAIN", saslUser, saslPassword, write)}}
+		e := newEnv(t, envOptions{kafka: opts})
+		code, out := e.run(60*time.Second, append(kafkaConfigFlags(saslProps("PLAIN", saslPassword)), "--exactly-once")...)
+		if code != 1 || !strings.Contains(out, `WRITE and DESCRIBE on TransactionalId "pgoutbox-`+e.slot+`"`) {
+			t.Fatalf("exit %d, want 1 naming the ACL to grant:\n%s", code, tail(out, 5))
+		}
+		noSecret(t, out, saslPassword)
+	})
 }
 
 // rejectLikeKafka makes the broker answer a PLAIN authentication with a wrong

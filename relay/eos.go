@@ -46,7 +46,9 @@ type exactlyOnce struct {
 func (r *relay) startExactlyOnce(ctx context.Context, id checkpoint.Checkpoint) (*exactlyOnce, error) {
 	cfg := r.cfg
 	r.closeProducer()
-	p, err := sink.NewTransactional(cfg.Kafka, cfg.TxnID(), r.log)
+	kcfg := cfg.Kafka
+	kcfg.Isolate = r.isolating
+	p, err := sink.NewTransactional(kcfg, cfg.TxnID(), r.log)
 	if err != nil {
 		return nil, permanent(err)
 	}
@@ -55,14 +57,14 @@ func (r *relay) startExactlyOnce(ctx context.Context, id checkpoint.Checkpoint) 
 	ictx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	if err := p.InitTransactions(ictx); err != nil {
-		return nil, err
+		return nil, r.eosSetup(err)
 	}
 	if err := p.EnsureCheckpointTopic(ictx, cfg.CheckpointTopic); err != nil {
-		return nil, err
+		return nil, r.eosSetup(err)
 	}
 	kcp, found, err := sink.ReadCheckpoint(ictx, cfg.Kafka, cfg.CheckpointTopic, cfg.TxnID())
 	if err != nil {
-		return nil, err
+		return nil, r.eosSetup(err)
 	}
 	if !found {
 		kcp = sink.TxnCheckpoint{Slot: id.Slot, SystemID: id.SystemID, Database: id.Database}
@@ -83,6 +85,16 @@ func (r *relay) startExactlyOnce(ctx context.Context, id checkpoint.Checkpoint) 
 	}
 	e.lastComplete = e.committed
 	return e, nil
+}
+
+// eosSetup makes a missing ACL of the exactly-once mode permanent, with what to grant;
+// other errors (Kafka down) are retried.
+func (r *relay) eosSetup(err error) error {
+	if !sink.Unauthorized(err) {
+		return err
+	}
+	return permanent(fmt.Errorf("%w; --exactly-once needs the Kafka principal to have WRITE and DESCRIBE on TransactionalId %q, "+
+		"and READ, WRITE and DESCRIBE (CREATE unless it exists) on topic %q", err, r.cfg.TxnID(), r.cfg.CheckpointTopic))
 }
 
 // begin notes a new PostgreSQL transaction and whether Kafka already has it.

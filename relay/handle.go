@@ -115,6 +115,7 @@ func (s *session) emit(rec *outbox.Record, err error, context string) error {
 func (s *session) publish(rec *outbox.Record) error {
 	s.mu.Lock()
 	token, err := s.tr.Add()
+	s.produced = token
 	s.mu.Unlock()
 	if err != nil {
 		return err
@@ -220,6 +221,7 @@ func (s *session) badRow(rowErr *outbox.RowError, token *source.LSN) error {
 	if token == nil {
 		s.mu.Lock()
 		t, err := s.tr.Add()
+		s.produced = t
 		s.mu.Unlock()
 		if err != nil {
 			return err
@@ -301,14 +303,15 @@ func (s *session) onReport(rep *sink.Report) error {
 		m.ProducerErrors.WithLabelValues("transient").Inc()
 		return fmt.Errorf("delivery of event id=%s to %s failed: %w; resuming from the checkpoint", rep.ID, rep.Topic, rep.Err)
 	}
+	if s.eos != nil {
+		// The refusal dooms the open Kafka transaction, which the next session
+		// aborts. Which event was refused, and what to do about it, is decided once
+		// this session has ended (see refused).
+		s.suspectReport(rep)
+		return fmt.Errorf("kafka refused a message of the open transaction (%s); resuming from the checkpoint", rep.Err)
+	}
 	m.ProducerErrors.WithLabelValues("message").Inc()
 	rowErr := &outbox.RowError{ID: rep.ID, Topic: rep.Topic, Reason: rep.Err.Error()}
-	if s.eos != nil {
-		// In exactly-once mode the refused message dooms its Kafka transaction:
-		// dead-lettering it would need the whole batch replayed without it.
-		m.FailedEvents.Inc()
-		return permanent(&RowFailedError{Row: rowErr})
-	}
 	if s.r.cfg.OnError != OnErrorDeadLetter {
 		// Stop reading, but keep taking the acks of the events before this one, so
 		// they are confirmed and a restart begins at this row's transaction.

@@ -17,6 +17,11 @@ import (
 // per request ("isolating") until the refused one is alone in its batch, and applies
 // --on-error to exactly that event: fail names it, dead-letter remembers it and
 // dead-letters it when it is replayed once more.
+//
+// In exactly-once mode a refusal is not fatal but dooms the open Kafka transaction;
+// it is reported for the refused message, yet the broker refuses whole requests, so
+// the same isolation finds the event, and the replays abort nothing that a
+// read_committed consumer could have seen.
 
 // suspect is an event of a refused batch.
 type suspect struct {
@@ -60,29 +65,45 @@ func (s *session) refused() error {
 	switch {
 	case len(sus) == 0:
 		return nil
-	case len(sus) == 1:
-		row := sus[0].row
+	case len(sus) == 1 && (s.eos == nil || r.isolating):
 		r.m.ProducerErrors.WithLabelValues("message").Inc()
-		if r.cfg.OnError != OnErrorDeadLetter {
-			r.m.FailedEvents.Inc()
-			return permanent(&RowFailedError{Row: &row})
-		}
-		if len(r.poison) >= maxPoison {
-			clear(r.poison)
-		}
-		r.poison[row.ID] = row
-		r.log.Warn().Str("id", row.ID).Str("topic", row.Topic).Str("reason", row.Reason).
-			Msg("Kafka refused the event; resuming from the checkpoint to send it to the dead-letter topic")
-		return fmt.Errorf("kafka refused event id=%s topic=%s: %s; resuming from the checkpoint", row.ID, row.Topic, row.Reason)
+		return r.refusedEvent(sus[0].row)
 	}
 	until := sus[0].token
 	for _, x := range sus[1:] {
 		until = max(until, x.token)
 	}
+	what := fmt.Sprintf("a batch of %d events", len(sus))
+	if s.eos != nil {
+		// A refusal in a Kafka transaction is reported for the refused message
+		// alone, but the session ends before every report of its request arrived:
+		// any event produced so far may have been in that request.
+		s.mu.Lock()
+		until = s.produced
+		s.mu.Unlock()
+		what = "a request of the open Kafka transaction"
+	}
 	r.isolating, r.isolateUntil = true, until
-	r.log.Warn().Int("events", len(sus)).Str("topic", sus[0].row.Topic).Str("reason", sus[0].row.Reason).
-		Msg("Kafka refused a batch of events; publishing one event per request from the checkpoint to find the refused one")
-	return fmt.Errorf("kafka refused a batch of %d events (%s); isolating them", len(sus), sus[0].row.Reason)
+	r.log.Warn().Str("topic", sus[0].row.Topic).Str("reason", sus[0].row.Reason).
+		Msgf("Kafka refused %s; publishing one event per request from the checkpoint to find the refused event", what)
+	return fmt.Errorf("kafka refused %s (%s); isolating the refused event", what, sus[0].row.Reason)
+}
+
+// refusedEvent applies --on-error to an event Kafka refused on its own: fail names
+// it; dead-letter remembers it and restarts from the checkpoint, and the replay
+// dead-letters it.
+func (r *relay) refusedEvent(row outbox.RowError) error {
+	if r.cfg.OnError != OnErrorDeadLetter {
+		r.m.FailedEvents.Inc()
+		return permanent(&RowFailedError{Row: &row})
+	}
+	if len(r.poison) >= maxPoison {
+		clear(r.poison)
+	}
+	r.poison[row.ID] = row
+	r.log.Warn().Str("id", row.ID).Str("topic", row.Topic).Str("reason", row.Reason).
+		Msg("Kafka refused the event; resuming from the checkpoint to send it to the dead-letter topic")
+	return fmt.Errorf("kafka refused event id=%s topic=%s: %s; resuming from the checkpoint", row.ID, row.Topic, row.Reason)
 }
 
 // maxPoison bounds the remembered refused events.

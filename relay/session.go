@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -33,13 +34,15 @@ type session struct {
 	conn   *source.Conn // regular connection, for the backfill
 	// streaming is false until START_REPLICATION: a backfill runs before it.
 	streaming bool
-	plan      *backfillPlan // a backfill to run before streaming, or nil
-	prod      *sink.Producer
-	store     checkpoint.Store
-	cp        checkpoint.Checkpoint // identity of the checkpoint; LSN is the last saved
-	dec       *decoder.Decoder
-	mapper    *outbox.Mapper
-	messages  *outbox.MessageMapper // nil unless --messages-prefix
+	// isolated: the session's producer sends one event per request.
+	isolated bool
+	plan     *backfillPlan // a backfill to run before streaming, or nil
+	prod     *sink.Producer
+	store    checkpoint.Store
+	cp       checkpoint.Checkpoint // identity of the checkpoint; LSN is the last saved
+	dec      *decoder.Decoder
+	mapper   *outbox.Mapper
+	messages *outbox.MessageMapper // nil unless --messages-prefix
 
 	mu      sync.Mutex // guards tr between the replication loop and the delivery reports
 	tr      *tracker.Tracker
@@ -52,6 +55,8 @@ type session struct {
 	// suspects are the events of a batch Kafka refused permanently, reported after
 	// the fatal error the refusal caused (guarded by mu).
 	suspects []suspect
+	// produced is the token of the newest event handed to Kafka (guarded by mu).
+	produced source.LSN
 
 	// Owned by the replication loop.
 	commitTime  time.Time  // of the open transaction, from its Begin
@@ -160,7 +165,7 @@ func (r *relay) session(ctx context.Context) error {
 	defer r.m.Streaming.Set(0)
 
 	s := &session{
-		r: r, stream: stream, streaming: streaming, conn: conn, plan: plan, prod: r.producer, store: store, cp: start,
+		r: r, stream: stream, streaming: streaming, isolated: r.isolating, conn: conn, plan: plan, prod: r.producer, store: store, cp: start,
 		dec: decoder.New(), mapper: mapper, messages: messages,
 		tr:      tracker.New(cfg.MaxInFlight, maxTxnsInFlight),
 		eos:     eos,
@@ -220,6 +225,12 @@ func (s *session) run(ctx context.Context) error {
 	}
 	// Confirm what is safe even after a failure: it is all acknowledged.
 	confirmErr := s.confirm(false)
+	if errors.Is(confirmErr, errLeaveIsolation) {
+		confirmErr = nil
+		if !shutdown {
+			loopErr = cmp.Or(loopErr, errLeaveIsolation)
+		}
+	}
 	stopReports()
 	reportErr := g.Wait()
 
@@ -233,7 +244,7 @@ func (s *session) run(ctx context.Context) error {
 		// new producer starts clean, and the events are replayed from the checkpoint.
 		r.closeProducer()
 	}
-	if errors.Is(loopErr, errLeaveIsolation) {
+	if s.isolated && !r.isolating {
 		r.closeProducer() // the next session batches again
 	}
 	switch {
@@ -477,17 +488,17 @@ func (s *session) confirm(reply bool) error {
 	if err := s.stream.SendStatus(s.cp.LSN, reply); err != nil {
 		return err
 	}
-	if r.isolating && s.cp.LSN > r.isolateUntil {
-		r.isolating = false
-		r.log.Info().Stringer("lsn", s.cp.LSN).Msg("past the refused batch; batching events again")
-		return errLeaveIsolation
-	}
 	failpoint.Hit("after-confirm")
 	r.m.Confirmed(s.cp.LSN, s.confirmedCommit(idle))
 	if s.serverEnd > s.cp.LSN {
 		r.m.LagBytes.Set(float64(s.serverEnd - s.cp.LSN))
 	} else {
 		r.m.LagBytes.Set(0)
+	}
+	if r.isolating && s.cp.LSN > r.isolateUntil {
+		r.isolating = false
+		r.log.Info().Stringer("lsn", s.cp.LSN).Msg("past the refused batch; batching events again")
+		return errLeaveIsolation
 	}
 	return nil
 }

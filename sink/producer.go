@@ -222,6 +222,21 @@ func Permanent(err error) bool {
 	return false
 }
 
+// Unauthorized reports whether Kafka refused err's request for lack of an ACL: no
+// retry helps until an administrator grants it.
+func Unauthorized(err error) bool {
+	var kerr kafka.Error
+	if !errors.As(err, &kerr) {
+		return false
+	}
+	switch kerr.Code() {
+	case kafka.ErrTransactionalIDAuthorizationFailed, kafka.ErrClusterAuthorizationFailed,
+		kafka.ErrTopicAuthorizationFailed, kafka.ErrGroupAuthorizationFailed:
+		return true
+	}
+	return false
+}
+
 // Fatal reports whether err means the producer can no longer be used.
 func Fatal(err error) bool {
 	var kerr kafka.Error
