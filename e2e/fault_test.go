@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"syscall"
 	"testing"
@@ -196,4 +197,39 @@ func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool)
 		time.Sleep(50 * time.Millisecond)
 	}
 	t.Fatalf("timed out after %s waiting for %s", timeout, what)
+}
+
+// TestFrozenProcess: pgoutbox is stopped (SIGSTOP) for longer than
+// wal_sender_timeout, so the walsender gives up on it, then continued. It notices
+// the dead connection, reconnects from the checkpoint, and delivers every event.
+func TestFrozenProcess(t *testing.T) {
+	e := newEnv(t, envOptions{kafka: kafkatest.Options{Partitions: 3}})
+	e.exec(fmt.Sprintf(`ALTER ROLE %s IN DATABASE %s SET wal_sender_timeout = '2s'`, role, e.db))
+	p := e.start()
+	p.waitLog(`"streaming"`, 30*time.Second)
+	w, stop := e.startWriters(2, 6)
+	e.consume(30*time.Second, func(r []kafkatest.Record) bool { return len(r) > 0 })
+
+	p.signal(syscall.SIGSTOP)
+	waitFor(t, 20*time.Second, "the walsender to time out", func() bool {
+		_, active := e.slotConfirmed()
+		return !active
+	})
+	time.Sleep(time.Second)
+	p.signal(syscall.SIGCONT)
+	p.waitLog("pipeline stopped; reconnecting", 30*time.Second)
+	waitFor(t, 30*time.Second, "pgoutbox to stream again", func() bool {
+		_, active := e.slotConfirmed()
+		return active
+	})
+	time.Sleep(time.Second)
+	stop()
+	e.settle(w)
+	v := w.check(t, e.consumeAll(w, 60*time.Second))
+	t.Logf("frozen past wal_sender_timeout: %d events, %d duplicates", w.total(), v.duplicates)
+	p.mustBeRunning("after being continued")
+	e.stopClean(p)
+	if n := e.pendingChanges(); n != 0 {
+		t.Errorf("slot would re-send %d inserts after a clean stop", n)
+	}
 }
