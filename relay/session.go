@@ -52,8 +52,9 @@ type session struct {
 	// counts refused events, which stay in flight in the tracker forever (guarded by mu).
 	failed       *RowFailedError
 	failedEvents int
-	// suspects are the events of a batch Kafka refused permanently, reported after
-	// the fatal error the refusal caused (guarded by mu).
+	// suspects are events of a request Kafka refused permanently: reported after the
+	// fatal error the refusal caused, or in exactly-once mode the first refused
+	// message of the open Kafka transaction (guarded by mu).
 	suspects []suspect
 	// produced is the token of the newest event handed to Kafka (guarded by mu).
 	produced source.LSN
