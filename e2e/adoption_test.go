@@ -243,3 +243,85 @@ func TestPublicationCreatedAfterSlot(t *testing.T) {
 		t.Fatalf("exit %d; output:\n%s", code, tail(p.out.String(), 5))
 	}
 }
+
+// TestBackfillExactlyOnce: with --exactly-once the backfill is one Kafka
+// transaction. A read_committed consumer sees every backfilled and every streamed
+// row once, whether pgoutbox crashes before the backfill's Kafka commit (the
+// transaction is aborted and the backfill starts over) or between that commit and
+// the local checkpoint (the checkpoint record says the backfill is done).
+func TestBackfillExactlyOnce(t *testing.T) {
+	for _, c := range []struct {
+		name  string
+		crash func(e *env) *proc // starts pgoutbox and makes it die during the backfill
+	}{
+		{"no crash", nil},
+		{"crash before the Kafka commit", func(e *env) *proc {
+			p := e.startEnv([]string{"PGOUTBOX_FAILPOINT=before-kafka-commit"}, "--backfill", "--exactly-once")
+			p.wait(60 * time.Second)
+			return p
+		}},
+		{"SIGTERM during the backfill", func(e *env) *proc {
+			// A small window keeps the backfill busy long enough to be interrupted.
+			p := e.start("--backfill", "--exactly-once", "--max-in-flight", "20")
+			p.waitLog("backfill started", 30*time.Second)
+			p.signal(syscall.SIGTERM)
+			if code := p.wait(60 * time.Second); code != 0 {
+				e.t.Fatalf("exit %d after SIGTERM during the backfill, want 0:\n%s", code, tail(p.out.String(), 10))
+			}
+			p.waitLog("backfill interrupted", time.Second)
+			return p
+		}},
+		{"crash after the Kafka commit", func(e *env) *proc {
+			p := e.startEnv([]string{"PGOUTBOX_FAILPOINT=after-kafka-commit"}, "--backfill", "--exactly-once")
+			p.wait(60 * time.Second)
+			return p
+		}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			e := newEnv(t, envOptions{kafka: kafkatest.Options{Partitions: 3}})
+			e.readCommitted = true
+			const n = 20000
+			e.exec(`INSERT INTO outbox (id, aggregatetype, aggregateid, type, payload)
+				SELECT ('00000000-0000-4000-8000-' || lpad(i::text, 12, '0'))::uuid, 'order', 'k' || (i % 10), 'T', jsonb_build_object('n', i)
+				FROM generate_series(1, $1) i`, n)
+			if c.crash != nil {
+				p := c.crash(e)
+				if code := p.exitCode(); code == 0 && !strings.HasPrefix(c.name, "SIGTERM") {
+					t.Fatalf("pgoutbox exited 0; it should have been killed during the backfill")
+				}
+				e.waitInactive(10 * time.Second)
+			}
+			p := e.start("--backfill", "--exactly-once")
+			p.waitLog(`"streaming"`, 120*time.Second)
+			e.exec(`INSERT INTO outbox (id, aggregatetype, aggregateid, type, payload) VALUES ($1, 'order', 'after', 'T', '{}')`, uuidFor(n+1))
+			e.consumeN(n+1, 60*time.Second)
+			time.Sleep(500 * time.Millisecond) // late duplicates would arrive now
+			recs := e.consume(3*time.Second, nil)
+			seen := map[string]int{}
+			for _, r := range recs {
+				seen[string(r.Headers["id"])]++
+			}
+			for i := 1; i <= n+1; i++ {
+				if k := seen[uuidFor(i)]; k != 1 {
+					t.Fatalf("row %d read %d times with read_committed (%d records for %d rows)", i, k, len(recs), n+1)
+				}
+			}
+			if len(recs) != n+1 {
+				t.Errorf("%d records for %d rows", len(recs), n+1)
+			}
+			out := p.out.String()
+			switch c.name {
+			case "crash before the Kafka commit", "SIGTERM during the backfill":
+				if !strings.Contains(out, "Kafka holds none of it") {
+					t.Errorf("the restart did not start the backfill over:\n%s", tail(out, 10))
+				}
+			case "crash after the Kafka commit":
+				if !strings.Contains(out, "the backfill had committed in Kafka") || strings.Contains(out, "backfill started") {
+					t.Errorf("the restart did not take the backfill as done:\n%s", tail(out, 10))
+				}
+			}
+			t.Logf("%d rows backfilled, 1 streamed, %s: %d records", n, c.name, len(recs))
+			e.stopClean(p)
+		})
+	}
+}

@@ -3,8 +3,10 @@ package relay
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
+	"github.com/pgoutbox/pgoutbox/checkpoint"
 	"github.com/pgoutbox/pgoutbox/decoder"
 	"github.com/pgoutbox/pgoutbox/source"
 )
@@ -82,6 +84,15 @@ func (s *session) backfill(ctx, reports context.Context) error {
 			return nil
 		}
 	}
+	if s.eos != nil && s.eos.open {
+		// In exactly-once mode the backfill is one Kafka transaction, committed
+		// whole with a checkpoint record at the consistent point, or aborted whole
+		// by the next start's InitTransactions.
+		s.eos.lastComplete = plan.consistent
+		if err := s.commitKafka(false); err != nil {
+			return err
+		}
+	}
 	cp := s.cp
 	cp.LSN = plan.consistent
 	if err := r.save(ctx, s.store, cp); err != nil {
@@ -98,3 +109,32 @@ func (s *session) backfill(ctx, reports context.Context) error {
 }
 
 var errBackfillStopped = errors.New("backfill stopped")
+
+// resumeBackfill decides, in exactly-once mode, what became of a backfill that the
+// local checkpoint says did not finish. If its Kafka transaction committed (the
+// checkpoint record covers the slot's consistent point), it is done and streaming
+// starts there. Otherwise Kafka shows none of it to read_committed consumers, as
+// InitTransactions aborted it, and the backfill starts over with a new slot.
+func (r *relay) resumeBackfill(ctx context.Context, stream *source.Stream, store checkpoint.Store, start checkpoint.Checkpoint,
+	plan *backfillPlan, eos *exactlyOnce, serverVersion int) (checkpoint.Checkpoint, *backfillPlan, error) {
+	cfg := r.cfg
+	if eos.committed >= plan.consistent {
+		start.LSN = eos.committed
+		if err := r.save(ctx, store, start); err != nil {
+			return start, nil, err
+		}
+		r.log.Info().Stringer("lsn", start.LSN).Msg("the backfill had committed in Kafka before the last stop; streaming from its checkpoint record")
+		return start, nil, nil
+	}
+	r.log.Warn().Str("slot", cfg.Slot).Msg("the previous backfill did not finish and Kafka holds none of it; starting it over with a new slot")
+	if err := stream.DropSlot(ctx, cfg.Slot); err != nil {
+		return start, nil, fmt.Errorf("drop slot of the unfinished backfill: %w", err)
+	}
+	created, err := stream.CreateSlot(ctx, cfg.Slot, serverVersion, source.SlotOptions{Failover: cfg.SlotFailover, ExportSnapshot: true})
+	if err != nil {
+		return start, nil, err
+	}
+	r.log.Info().Str("slot", cfg.Slot).Stringer("consistent_point", created.ConsistentPoint).Msg("replication slot created")
+	start.LSN = backfillPending // the saved marker still says so
+	return start, &backfillPlan{snapshot: created.Snapshot, consistent: created.ConsistentPoint}, nil
+}

@@ -144,7 +144,8 @@ func (s *session) publish(rec *outbox.Record) error {
 	}
 	if s.eos != nil {
 		s.eos.events++
-		if s.eos.events >= s.r.cfg.TxnMaxEvents {
+		// A backfill is one Kafka transaction (see backfill).
+		if s.eos.events >= s.r.cfg.TxnMaxEvents && s.streaming {
 			return s.commitKafka(s.inTxn)
 		}
 	}

@@ -153,9 +153,6 @@ func (c *Config) Validate() error {
 	if err := sink.CheckProperties(c.Kafka.Properties); err != nil {
 		return err
 	}
-	if c.Backfill && c.ExactlyOnce {
-		return errors.New("--backfill cannot be combined with --exactly-once yet: backfill once without it, then restart with --exactly-once")
-	}
 	if c.ExactlyOnce {
 		if err := outbox.ValidTopic(c.CheckpointTopic); err != nil {
 			return fmt.Errorf("--checkpoint-topic: %w", err)

@@ -146,6 +146,16 @@ func (r *relay) session(ctx context.Context) error {
 		if eos, err = r.startExactlyOnce(ctx, id); err != nil {
 			return err
 		}
+		if plan != nil && plan.unfinished {
+			if start, plan, err = r.resumeBackfill(ctx, stream, store, start, plan, eos, server.Version); err != nil {
+				return err
+			}
+			if streaming = plan == nil; streaming {
+				if err := stream.Start(ctx, cfg.Slot, start.LSN, r.startOptions()); err != nil {
+					return err
+				}
+			}
+		}
 	} else if r.producer == nil {
 		kcfg := cfg.Kafka
 		kcfg.Isolate = r.isolating
@@ -216,9 +226,18 @@ func (s *session) run(ctx context.Context) error {
 
 	shutdown := ctx.Err() != nil
 	if shutdown && loopErr == nil && gctx.Err() == nil && s.eos != nil && s.eos.open {
-		// Publish what was read, even half a PostgreSQL transaction: the checkpoint
-		// record says how much of it is in Kafka.
-		loopErr = s.commitKafka(s.inTxn)
+		if s.streaming {
+			// Publish what was read, even half a PostgreSQL transaction: the
+			// checkpoint record says how much of it is in Kafka.
+			loopErr = s.commitKafka(s.inTxn)
+		} else {
+			// An interrupted backfill is not published: the next start redoes it.
+			// Aborting now rather than at the next start's InitTransactions keeps
+			// read_committed consumers of these partitions from waiting for it.
+			actx, cancel := context.WithTimeout(context.Background(), r.cfg.ShutdownTimeout)
+			loopErr = s.prod.AbortTransaction(actx)
+			cancel()
+		}
 	}
 	var drainErr error
 	if gctx.Err() == nil {

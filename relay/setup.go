@@ -31,6 +31,10 @@ const backfillPending = 0
 type backfillPlan struct {
 	snapshot   string
 	consistent source.LSN
+	// unfinished: the slot was created for a backfill that the local checkpoint
+	// says did not finish, and snapshot is empty. In exactly-once mode the Kafka
+	// checkpoint decides whether it did (see resumeBackfill).
+	unfinished bool
 }
 
 // prepare checks the server, role, table and publication, creating the publication
@@ -155,6 +159,14 @@ func (r *relay) position(ctx context.Context, conn *source.Conn, stream *source.
 		// confirmed from it, so it is dropped and the backfill starts over.
 		if !cfg.Backfill {
 			return cp, nil, permanent(fmt.Errorf("a --backfill on slot %q did not finish (checkpoint %s says so); run again with --backfill to restart it", cfg.Slot, store.Describe()))
+		}
+		if found && cfg.ExactlyOnce {
+			// A crash may have come after the backfill's Kafka transaction
+			// committed but before the checkpoint was saved: the checkpoint
+			// topic knows, once this instance has fenced any other.
+			start := id
+			start.LSN = backfillPending
+			return start, &backfillPlan{consistent: slot.ConfirmedLSN, unfinished: true}, nil
 		}
 		r.log.Warn().Str("slot", cfg.Slot).Msg("the previous backfill did not finish; starting it over with a new slot (rows it published are published again)")
 		if found {

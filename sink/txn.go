@@ -72,8 +72,14 @@ const transactionTimeout = 60 * time.Second
 // NewTransactional creates a transactional producer with transactional.id txnID.
 // A new producer with the same id fences every older one (a zombie instance) and
 // aborts its open transaction when InitTransactions runs.
+//
+// transaction.timeout.ms from --kafka-config wins over the default: a backfill is one
+// Kafka transaction and must commit within it.
 func NewTransactional(cfg Config, txnID string, log zerolog.Logger) (*Producer, error) {
 	ms := strconv.Itoa(int(transactionTimeout.Milliseconds()))
+	if v, ok := cfg.Properties["transaction.timeout.ms"]; ok {
+		ms = v
+	}
 	return New(cfg, map[string]string{
 		"transactional.id":       txnID,
 		"transaction.timeout.ms": ms,
