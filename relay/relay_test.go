@@ -39,7 +39,7 @@ func TestConfigValidate(t *testing.T) {
 		{"weakened acks", func(c *Config) { c.Kafka.Properties = map[string]string{"acks": "1"} }, "acks=1"},
 		{"no table without messages", func(c *Config) { c.Mapping.Table = "" }, "--table"},
 		{"tableless", func(c *Config) { c.Mapping.Table = ""; c.MessagesPrefix = "outbox" }, ""},
-		{"backfill with exactly-once", func(c *Config) { c.Backfill = true; c.ExactlyOnce = true }, "--backfill"},
+		{"backfill with exactly-once", func(c *Config) { c.Backfill = true; c.ExactlyOnce = true }, ""},
 		{"exactly-once bad topic", func(c *Config) { c.ExactlyOnce = true; c.CheckpointTopic = "" }, "--checkpoint-topic"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
