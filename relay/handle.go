@@ -296,6 +296,14 @@ func (s *session) onReport(rep *sink.Report) error {
 		}
 		return nil
 	}
+	if sink.Purged(rep.Err) {
+		s.mu.Lock()
+		abandoned := s.abandoned
+		s.mu.Unlock()
+		if abandoned {
+			return nil
+		}
+	}
 	if rep.DeadLetter {
 		m.FailedEvents.Inc()
 		return permanent(fmt.Errorf("dead-letter topic %s refused event id=%s: %w", rep.Topic, rep.ID, rep.Err))

@@ -58,6 +58,9 @@ type session struct {
 	suspects []suspect
 	// produced is the token of the newest event handed to Kafka (guarded by mu).
 	produced source.LSN
+	// abandoned: the open Kafka transaction was aborted on purpose, so the reports
+	// of its purged messages are no failure (guarded by mu).
+	abandoned bool
 
 	// Owned by the replication loop.
 	commitTime  time.Time  // of the open transaction, from its Begin
@@ -234,13 +237,16 @@ func (s *session) run(ctx context.Context) error {
 			// An interrupted backfill is not published: the next start redoes it.
 			// Aborting now rather than at the next start's InitTransactions keeps
 			// read_committed consumers of these partitions from waiting for it.
+			s.mu.Lock()
+			s.abandoned = true
+			s.mu.Unlock()
 			actx, cancel := context.WithTimeout(context.Background(), r.cfg.ShutdownTimeout)
 			loopErr = s.prod.AbortTransaction(actx)
 			cancel()
 		}
 	}
 	var drainErr error
-	if gctx.Err() == nil {
+	if gctx.Err() == nil && !s.abandoned {
 		drainErr = s.drain(gctx, r.cfg.ShutdownTimeout)
 	}
 	// Confirm what is safe even after a failure: it is all acknowledged.

@@ -252,6 +252,13 @@ func Unauthorized(err error) bool {
 	return false
 }
 
+// Purged reports whether err is the report of a message librdkafka dropped before
+// delivery because its transaction was aborted or the producer purged its queues.
+func Purged(err error) bool {
+	var kerr kafka.Error
+	return errors.As(err, &kerr) && (kerr.Code() == kafka.ErrPurgeQueue || kerr.Code() == kafka.ErrPurgeInflight)
+}
+
 // Fatal reports whether err means the producer can no longer be used.
 func Fatal(err error) bool {
 	var kerr kafka.Error

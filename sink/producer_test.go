@@ -39,7 +39,15 @@ func TestErrorClasses(t *testing.T) {
 	if !Fatal(fatal) || Permanent(fatal) {
 		t.Errorf("a fatal error: Fatal = %v, Permanent = %v; want true, false", Fatal(fatal), Permanent(fatal))
 	}
-	if Permanent(fmt.Errorf("plain")) || Unauthorized(fmt.Errorf("plain")) || Fatal(fmt.Errorf("plain")) {
+	for _, code := range []kafka.ErrorCode{kafka.ErrPurgeQueue, kafka.ErrPurgeInflight} {
+		if err := kafka.NewError(code, "x", false); !Purged(err) || Permanent(err) {
+			t.Errorf("%s: Purged = %v, Permanent = %v; want true, false", code, Purged(err), Permanent(err))
+		}
+	}
+	if Purged(kafka.NewError(kafka.ErrMsgTimedOut, "x", false)) {
+		t.Error("a timed-out message counted as purged")
+	}
+	if Permanent(fmt.Errorf("plain")) || Unauthorized(fmt.Errorf("plain")) || Fatal(fmt.Errorf("plain")) || Purged(fmt.Errorf("plain")) {
 		t.Error("a non-Kafka error was classified")
 	}
 }
