@@ -307,6 +307,15 @@ func (e *env) checkpointLSN() string {
 }
 
 // lsnLE compares two LSNs the way PostgreSQL does.
+// notConfirmedPast fails the test if the slot is confirmed past bound, a WAL
+// position before the commit of a row that was not published.
+func (e *env) notConfirmedPast(bound string) {
+	e.t.Helper()
+	if confirmed, _ := e.slotConfirmed(); !e.lsnLE(confirmed, bound) {
+		e.t.Errorf("slot confirmed up to %s, past %s before the unpublished row's commit", confirmed, bound)
+	}
+}
+
 func (e *env) lsnLE(a, b string) bool {
 	e.t.Helper()
 	var le bool
