@@ -19,9 +19,10 @@ import (
 	"github.com/jackc/pglogrepl"
 )
 
-// fileVersion is the format version FileStore writes and the only one it reads.
-// A reader must refuse a newer version rather than guess at its meaning.
-const fileVersion = 1
+// fileVersion is the format version FileStore writes. It reads it and version 1,
+// which had no timeline; a reader must refuse a newer version rather than guess at
+// its meaning.
+const fileVersion = 2
 
 // maxFileSize bounds what Load reads, so a path that points at the wrong (large)
 // file fails fast instead of being read into memory.
@@ -38,10 +39,10 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 //
 // The file is a small JSON document that a person can read:
 //
-//	{"version":1,"lsn":"0/16B3748","slot":"pgoutbox","system_id":"7301...","database":"app","updated_at":"2025-01-02T03:04:05.123456789Z","crc32c":"1a2b3c4d"}
+//	{"version":2,"lsn":"0/16B3748","slot":"pgoutbox","system_id":"7301...","database":"app","timeline":1,"updated_at":"2025-01-02T03:04:05.123456789Z","crc32c":"1a2b3c4d"}
 //
 // crc32c is the CRC32C of the same document without the crc32c field, in the field
-// order above and without spaces. It lets Load tell a damaged file from a valid one:
+// order above and without spaces. Version 1 files have no timeline field. It lets Load tell a damaged file from a valid one:
 // a damaged file is an error, never "no checkpoint", because starting without the
 // checkpoint could replay or skip events.
 //
@@ -126,9 +127,14 @@ func (s *FileStore) read() ([]byte, error) {
 	return data, nil
 }
 
+// Force is Save: the file has one writer, so there is no newer position of another
+// instance to protect.
+func (s *FileStore) Force(ctx context.Context, cp Checkpoint) error { return s.Save(ctx, cp) }
+
 // Save durably replaces the file with cp. A zero UpdatedAt is stored as the time of
 // the Save. Slot, SystemID and Database must be valid UTF-8 so that they read back
-// unchanged.
+// unchanged. A partial position (PartialEvents) is not a local checkpoint and is
+// refused.
 func (s *FileStore) Save(ctx context.Context, cp Checkpoint) error {
 	if err := checkSave(cp); err != nil {
 		return fmt.Errorf("save checkpoint file %s: %w", s.path, err)
@@ -191,6 +197,9 @@ func checkSave(cp Checkpoint) error {
 	if cp.Slot == "" {
 		return errors.New("checkpoint has no slot")
 	}
+	if cp.PartialEvents != 0 {
+		return errors.New("a partial position is not a local checkpoint")
+	}
 	for _, f := range [...]struct{ name, v string }{
 		{"slot", cp.Slot}, {"system_id", cp.SystemID}, {"database", cp.Database},
 	} {
@@ -209,6 +218,7 @@ type fileDoc struct {
 	Slot      string `json:"slot"`
 	SystemID  string `json:"system_id"`
 	Database  string `json:"database"`
+	Timeline  *int32 `json:"timeline"`
 	UpdatedAt string `json:"updated_at"`
 	CRC32C    string `json:"crc32c"`
 }
@@ -227,6 +237,8 @@ func appendFile(b []byte, cp Checkpoint) []byte {
 	b = appendString(b, cp.SystemID)
 	b = append(b, `,"database":`...)
 	b = appendString(b, cp.Database)
+	b = append(b, `,"timeline":`...)
+	b = strconv.AppendInt(b, int64(cp.Timeline), 10)
 	b = append(b, `,"updated_at":"`...)
 	b = cp.UpdatedAt.UTC().AppendFormat(b, time.RFC3339Nano)
 	b = append(b, `"}`...)
@@ -251,6 +263,10 @@ func appendCanonical(b []byte, d *fileDoc) []byte {
 	b = appendString(b, d.SystemID)
 	b = append(b, `,"database":`...)
 	b = appendString(b, d.Database)
+	if d.Timeline != nil {
+		b = append(b, `,"timeline":`...)
+		b = strconv.AppendInt(b, int64(*d.Timeline), 10)
+	}
 	b = append(b, `,"updated_at":`...)
 	b = appendString(b, d.UpdatedAt)
 	return append(b, '}')
@@ -275,8 +291,8 @@ func decodeFile(data []byte) (Checkpoint, error) {
 	if v.Version == nil {
 		return Checkpoint{}, errors.New("corrupt file: no version field")
 	}
-	if *v.Version != fileVersion {
-		return Checkpoint{}, fmt.Errorf("unsupported checkpoint file version %d (this pgoutbox reads version %d)", *v.Version, fileVersion)
+	if *v.Version != fileVersion && *v.Version != 1 {
+		return Checkpoint{}, fmt.Errorf("unsupported checkpoint file version %d (this pgoutbox reads versions 1 and %d)", *v.Version, fileVersion)
 	}
 
 	var d fileDoc
@@ -287,6 +303,9 @@ func decodeFile(data []byte) (Checkpoint, error) {
 	}
 	if d.CRC32C == "" {
 		return Checkpoint{}, errors.New("corrupt file: no crc32c field")
+	}
+	if (d.Timeline != nil) != (d.Version >= 2) {
+		return Checkpoint{}, fmt.Errorf("corrupt file: version %d with the timeline field present: %v", d.Version, d.Timeline != nil)
 	}
 	want, err := strconv.ParseUint(d.CRC32C, 16, 32)
 	if err != nil || len(d.CRC32C) != 8 {
@@ -307,13 +326,17 @@ func decodeFile(data []byte) (Checkpoint, error) {
 	if err != nil {
 		return Checkpoint{}, fmt.Errorf("corrupt file: updated_at: %w", err)
 	}
-	return Checkpoint{
+	cp := Checkpoint{
 		LSN:       lsn,
 		Slot:      d.Slot,
 		SystemID:  d.SystemID,
 		Database:  d.Database,
 		UpdatedAt: at,
-	}, nil
+	}
+	if d.Timeline != nil {
+		cp.Timeline = *d.Timeline
+	}
+	return cp, nil
 }
 
 const upperHex = "0123456789ABCDEF"

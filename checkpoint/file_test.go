@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -39,6 +40,7 @@ func testCheckpoint(lsn pglogrepl.LSN) Checkpoint {
 		Slot:      "pgoutbox",
 		SystemID:  "7301234567890123456",
 		Database:  "app",
+		Timeline:  3,
 		UpdatedAt: time.Date(2025, 1, 2, 3, 4, 5, 123456789, time.UTC),
 	}
 }
@@ -46,7 +48,7 @@ func testCheckpoint(lsn pglogrepl.LSN) Checkpoint {
 func assertSame(t *testing.T, got, want Checkpoint) {
 	t.Helper()
 	if got.LSN != want.LSN || got.Slot != want.Slot || got.SystemID != want.SystemID ||
-		got.Database != want.Database || !got.UpdatedAt.Equal(want.UpdatedAt) {
+		got.Database != want.Database || got.Timeline != want.Timeline || !got.UpdatedAt.Equal(want.UpdatedAt) {
 		t.Fatalf("checkpoint = %+v, want %+v", got, want)
 	}
 }
@@ -76,7 +78,7 @@ func TestFileRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, field := range []string{`"version":1`, `"lsn":"0/16B3748"`, `"slot":"pgoutbox"`, `"updated_at":"2025-01-02T03:04:05.123456789Z"`, `"crc32c":"`} {
+	for _, field := range []string{`"version":2`, `"timeline":3`, `"lsn":"0/16B3748"`, `"slot":"pgoutbox"`, `"updated_at":"2025-01-02T03:04:05.123456789Z"`, `"crc32c":"`} {
 		if !bytes.Contains(data, []byte(field)) {
 			t.Errorf("file %s lacks %s", data, field)
 		}
@@ -210,13 +212,13 @@ func TestFileLoadCorrupt(t *testing.T) {
 		{"not JSON", "0/16B3748\n", "not a JSON object"},
 		{"truncated", valid[:len(valid)/2], "invalid JSON"},
 		{"JSON array", "[1,2]", "not a JSON object"},
-		{"no version", strings.Replace(valid, `"version":1,`, ``, 1), "no version field"},
-		{"unknown version", strings.Replace(valid, `"version":1`, `"version":2`, 1), "unsupported checkpoint file version 2"},
+		{"no version", strings.Replace(valid, `"version":2,`, ``, 1), "no version field"},
+		{"unknown version", strings.Replace(valid, `"version":2`, `"version":3`, 1), "unsupported checkpoint file version 3"},
 		{"bad checksum", strings.Replace(valid, "0/16B3748", "0/16B3749", 1), "checksum mismatch"},
 		{"bad slot", strings.Replace(valid, `"pgoutbox"`, `"pgoutbix"`, 1), "checksum mismatch"},
 		{"no checksum", strings.Replace(valid, `,"crc32c":"`+crc+`"`, ``, 1), "no crc32c field"},
 		{"short checksum", strings.Replace(valid, crc, crc[:7], 1), "not 8 hex digits"},
-		{"unknown field", strings.Replace(valid, `{"version":1,`, `{"version":1,"extra":true,`, 1), "unknown field"},
+		{"unknown field", strings.Replace(valid, `{"version":2,`, `{"version":2,"extra":true,`, 1), "unknown field"},
 		{"trailing garbage", valid + "{}", "invalid JSON"},
 		{"wrong type", strings.Replace(valid, `"slot":"pgoutbox"`, `"slot":7`, 1), "corrupt file"},
 	}
@@ -279,7 +281,7 @@ func TestFileLoadEveryByteChanged(t *testing.T) {
 				continue
 			}
 			if got.LSN != want.LSN || got.Slot != want.Slot || got.SystemID != want.SystemID ||
-				got.Database != want.Database || !got.UpdatedAt.Equal(want.UpdatedAt) {
+				got.Database != want.Database || got.Timeline != want.Timeline || !got.UpdatedAt.Equal(want.UpdatedAt) {
 				t.Errorf("file with byte %d set to %q loaded as %+v", i, c, got)
 			}
 		}
@@ -582,6 +584,37 @@ func runCrashHelper(path string) error {
 		fmt.Fprintln(w, uint64(lsn))
 		if err := w.Flush(); err != nil {
 			return err
+		}
+	}
+}
+
+// TestFileLoadVersion1: a file written before timelines were stored still loads,
+// with the timeline unknown (0).
+func TestFileLoadVersion1(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "cp")
+	v1 := `{"version":1,"lsn":"0/16B3748","slot":"pgoutbox","system_id":"7301234567890123456","database":"app","updated_at":"2025-01-02T03:04:05.123456789Z"}`
+	sum := crc32.Checksum([]byte(v1), castagnoli)
+	data := fmt.Sprintf("%s,\"crc32c\":\"%08x\"}\n", v1[:len(v1)-1], sum)
+	if err := os.WriteFile(path, []byte(data), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	got, err := NewFile(path).Load(context.Background(), "pgoutbox")
+	if err != nil {
+		t.Fatalf("load a version 1 file: %v", err)
+	}
+	want := testCheckpoint(0x16B3748)
+	want.Timeline = 0
+	assertSame(t, got, want)
+	// A version 1 file with a timeline, or a version 2 one without, is damaged.
+	for _, bad := range []string{
+		strings.Replace(data, `"database":"app"`, `"database":"app","timeline":1`, 1),
+		strings.Replace(string(validFile(t, testCheckpoint(1))), `,"timeline":3`, "", 1),
+	} {
+		if err := os.WriteFile(path, []byte(bad), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := NewFile(path).Load(context.Background(), "pgoutbox"); err == nil || !strings.Contains(err.Error(), "corrupt") {
+			t.Errorf("load %s: error %v, want a corrupt-file error", bad, err)
 		}
 	}
 }

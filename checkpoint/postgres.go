@@ -26,6 +26,12 @@ type Conn interface {
 // Put the table in the database the slot belongs to but not in the outbox
 // publication, or every checkpoint would be published.
 //
+// Save is fenced: it never moves a slot's row back to an older position of the same
+// cluster and database. An instance frozen past wal_sender_timeout (SIGSTOP, a VM
+// pause) wakes up believing it still streams while its standby has taken over and
+// confirmed further; its Save gets ErrStale instead of writing an old position that
+// a later start would read as a gap. Force writes whatever the row holds.
+//
 // Every Save writes WAL, so callers should save only when the LSN moved; otherwise
 // the checkpoint's own transactions keep the position moving forever.
 type PostgresStore struct {
@@ -33,8 +39,11 @@ type PostgresStore struct {
 	table string // as given, for messages
 	ident string // quoted for SQL
 	err   error  // a table name that cannot be used
+	// timelines: the table has the timeline column (tables created by older
+	// versions lack it until an owner adds it; see Init).
+	timelines bool
 
-	loadSQL, saveSQL string
+	loadSQL, saveSQL, forceSQL string
 }
 
 // NewPostgres returns a store that keeps checkpoints in table, written "name" or
@@ -52,16 +61,37 @@ func NewPostgres(conn Conn, table string) *PostgresStore {
 		}
 	}
 	s.ident = pgx.Identifier(parts).Sanitize()
-	s.loadSQL = "SELECT lsn::text, slot, system_id, database, updated_at FROM " + s.ident + " WHERE slot = $1"
-	// set_config(..., true) raises synchronous_commit for this statement's own
-	// transaction; see Save.
-	s.saveSQL = "INSERT INTO " + s.ident + " (slot, lsn, system_id, database, updated_at) " +
-		"SELECT $1, $2::pg_lsn, $3, $4, $5 FROM (SELECT set_config('synchronous_commit', " +
-		"CASE current_setting('synchronous_commit') WHEN 'remote_apply' THEN 'remote_apply' ELSE 'on' END, true)) AS durable " +
-		"ON CONFLICT (slot) DO UPDATE SET lsn = excluded.lsn, system_id = excluded.system_id, " +
-		"database = excluded.database, updated_at = excluded.updated_at"
+	s.prepare(true)
 	return s
 }
+
+// prepare builds the statements, with or without the timeline column.
+func (s *PostgresStore) prepare(timelines bool) {
+	s.timelines = timelines
+	tl, tlArg, tlSet := "0", "", ""
+	if timelines {
+		tl, tlArg, tlSet = "timeline", ", timeline", ", timeline = excluded.timeline"
+	}
+	s.loadSQL = "SELECT lsn::text, slot, system_id, database, " + tl + ", updated_at FROM " + s.ident + " WHERE slot = $1"
+	values := "$1, $2::pg_lsn, $3, $4, $5"
+	if timelines {
+		values += ", $6"
+	}
+	// set_config(..., true) raises synchronous_commit for this statement's own
+	// transaction; see Save.
+	insert := "INSERT INTO " + s.ident + " AS cp (slot, lsn, system_id, database, updated_at" + tlArg + ") " +
+		"SELECT " + values + " FROM (SELECT set_config('synchronous_commit', " +
+		"CASE current_setting('synchronous_commit') WHEN 'remote_apply' THEN 'remote_apply' ELSE 'on' END, true)) AS durable " +
+		"ON CONFLICT (slot) DO UPDATE SET lsn = excluded.lsn, system_id = excluded.system_id, " +
+		"database = excluded.database, updated_at = excluded.updated_at" + tlSet
+	s.forceSQL = insert
+	s.saveSQL = insert + " WHERE cp.lsn <= excluded.lsn OR cp.system_id <> excluded.system_id OR cp.database <> excluded.database"
+}
+
+// Timelines reports whether the table stores the timeline. One created by an older
+// pgoutbox does not until its owner runs the ALTER TABLE that Init could not; until
+// then a checkpoint ahead of the slot is trusted on any timeline.
+func (s *PostgresStore) Timelines() bool { return s.timelines }
 
 // Describe returns "postgres table <table>".
 func (s *PostgresStore) Describe() string {
@@ -75,7 +105,13 @@ func (s *PostgresStore) createSQL() string {
 		"lsn pg_lsn NOT NULL, " +
 		"system_id text NOT NULL, " +
 		"database text NOT NULL, " +
-		"updated_at timestamptz NOT NULL DEFAULT now())"
+		"updated_at timestamptz NOT NULL DEFAULT now(), " +
+		"timeline integer NOT NULL DEFAULT 0)"
+}
+
+// alterSQL adds the timeline column to a table created by an older pgoutbox.
+func (s *PostgresStore) alterSQL() string {
+	return "ALTER TABLE " + s.ident + " ADD COLUMN IF NOT EXISTS timeline integer NOT NULL DEFAULT 0"
 }
 
 // Init creates the table if it does not exist and checks that the connection's
@@ -101,8 +137,27 @@ func (s *PostgresStore) Init(ctx context.Context) error {
 			}
 		}
 	}
-	return s.check(ctx, role)
+	if err := s.check(ctx, role); err != nil {
+		return err
+	}
+	var timelines bool
+	if err := s.conn.QueryRow(ctx, `SELECT EXISTS (SELECT FROM pg_attribute WHERE attrelid = $1::text::regclass AND attname = 'timeline' AND NOT attisdropped)`,
+		s.ident).Scan(&timelines); err != nil {
+		return fmt.Errorf("init checkpoint table %s: %w", s.table, err)
+	}
+	if !timelines {
+		// A table of an older pgoutbox. Only its owner may add the column; without
+		// it pgoutbox works as before (see Timelines).
+		if _, err := s.conn.Exec(ctx, s.alterSQL()); err == nil {
+			timelines = true
+		}
+	}
+	s.prepare(timelines)
+	return nil
 }
+
+// AlterSQL is what an owner runs to let the table store timelines (see Timelines).
+func (s *PostgresStore) AlterSQL() string { return s.alterSQL() }
 
 // lookup reports whether the table exists and the name of the current role.
 func (s *PostgresStore) lookup(ctx context.Context) (exists bool, role string, err error) {
@@ -151,7 +206,7 @@ func (s *PostgresStore) Load(ctx context.Context, slot string) (Checkpoint, erro
 	}
 	var cp Checkpoint
 	var lsn string
-	err := s.conn.QueryRow(ctx, s.loadSQL, slot).Scan(&lsn, &cp.Slot, &cp.SystemID, &cp.Database, &cp.UpdatedAt)
+	err := s.conn.QueryRow(ctx, s.loadSQL, slot).Scan(&lsn, &cp.Slot, &cp.SystemID, &cp.Database, &cp.Timeline, &cp.UpdatedAt)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Checkpoint{}, fmt.Errorf("load checkpoint from postgres table %s: slot %q: %w", s.table, slot, ErrNotFound)
 	}
@@ -164,8 +219,9 @@ func (s *PostgresStore) Load(ctx context.Context, slot string) (Checkpoint, erro
 	return cp, nil
 }
 
-// Save inserts or replaces the slot's row. A zero UpdatedAt is stored as the time
-// of the Save; PostgreSQL keeps microseconds.
+// Save inserts or replaces the slot's row, unless the row holds a newer position of
+// the same cluster and database: then it returns ErrStale and writes nothing. A zero
+// UpdatedAt is stored as the time of the Save; PostgreSQL keeps microseconds.
 //
 // The statement raises synchronous_commit to on for its own transaction (keeping
 // remote_apply), so Save returns only once the commit is flushed even where the
@@ -174,18 +230,37 @@ func (s *PostgresStore) Load(ctx context.Context, slot string) (Checkpoint, erro
 // statement itself does this in one round trip and without an explicit
 // transaction that a failure could leave open.
 func (s *PostgresStore) Save(ctx context.Context, cp Checkpoint) error {
+	return s.write(ctx, s.saveSQL, cp)
+}
+
+// Force inserts or replaces the slot's row whatever it holds.
+func (s *PostgresStore) Force(ctx context.Context, cp Checkpoint) error {
+	return s.write(ctx, s.forceSQL, cp)
+}
+
+func (s *PostgresStore) write(ctx context.Context, sql string, cp Checkpoint) error {
 	if s.err != nil {
 		return fmt.Errorf("save checkpoint: %w", s.err)
 	}
 	if cp.Slot == "" {
 		return fmt.Errorf("save checkpoint in postgres table %s: checkpoint has no slot", s.table)
 	}
+	if cp.PartialEvents != 0 {
+		return fmt.Errorf("save checkpoint in postgres table %s: a partial position is not a local checkpoint", s.table)
+	}
 	if cp.UpdatedAt.IsZero() {
 		cp.UpdatedAt = time.Now()
 	}
-	_, err := s.conn.Exec(ctx, s.saveSQL, cp.Slot, cp.LSN.String(), cp.SystemID, cp.Database, cp.UpdatedAt)
+	args := []any{cp.Slot, cp.LSN.String(), cp.SystemID, cp.Database, cp.UpdatedAt}
+	if s.timelines {
+		args = append(args, cp.Timeline)
+	}
+	tag, err := s.conn.Exec(ctx, sql, args...)
 	if err != nil {
 		return fmt.Errorf("save checkpoint in postgres table %s: %w", s.table, err)
+	}
+	if tag.RowsAffected() == 0 {
+		return fmt.Errorf("save checkpoint %s in postgres table %s: %w", cp.LSN, s.table, ErrStale)
 	}
 	return nil
 }

@@ -73,6 +73,7 @@ func pgCheckpoint(slot string, lsn pglogrepl.LSN) Checkpoint {
 		Slot:      slot,
 		SystemID:  "7301234567890123456",
 		Database:  "app",
+		Timeline:  2,
 		UpdatedAt: time.Date(2025, 1, 2, 3, 4, 5, 123456000, time.UTC),
 	}
 }
@@ -111,7 +112,7 @@ func TestPostgresStore(t *testing.T) {
 		}
 		cols := queryOne[string](t, ctx, conn, `SELECT string_agg(attname || ' ' || format_type(atttypid, atttypmod) || CASE WHEN attnotnull THEN ' not null' ELSE '' END, ', ' ORDER BY attnum)
 			FROM pg_attribute WHERE attrelid = 'public.pgoutbox_checkpoint'::regclass AND attnum > 0 AND NOT attisdropped`)
-		want := "slot text not null, lsn pg_lsn not null, system_id text not null, database text not null, updated_at timestamp with time zone not null"
+		want := "slot text not null, lsn pg_lsn not null, system_id text not null, database text not null, updated_at timestamp with time zone not null, timeline integer not null"
 		if cols != want {
 			t.Errorf("columns = %s, want %s", cols, want)
 		}
@@ -160,6 +161,71 @@ func TestPostgresStore(t *testing.T) {
 		if n := queryOne[int64](t, ctx, conn, `SELECT count(*) FROM public.pgoutbox_checkpoint`); n != 1 {
 			t.Errorf("table has %d rows, want 1", n)
 		}
+	})
+
+	t.Run("SaveIsFenced", func(t *testing.T) {
+		ctx := testContext(t)
+		conn := connect(t, ctx, c.SuperURL(newDatabase(t, ctx, c)))
+		s := NewPostgres(conn, testTable)
+		if err := s.Init(ctx); err != nil {
+			t.Fatal(err)
+		}
+		// A standby confirmed 200; the frozen instance wakes and saves 100.
+		mustSave(t, ctx, s, pgCheckpoint("pgoutbox", 200))
+		if err := s.Save(ctx, pgCheckpoint("pgoutbox", 100)); !errors.Is(err, ErrStale) {
+			t.Fatalf("Save of an older position: error %v, want ErrStale", err)
+		}
+		assertSame(t, mustLoad(t, ctx, s, "pgoutbox"), pgCheckpoint("pgoutbox", 200))
+		mustSave(t, ctx, s, pgCheckpoint("pgoutbox", 200)) // the same position again is fine
+		// Another cluster's position replaces it, older or not: the old one means
+		// nothing there.
+		other := pgCheckpoint("pgoutbox", 50)
+		other.SystemID = "7309999999999999999"
+		mustSave(t, ctx, s, other)
+		assertSame(t, mustLoad(t, ctx, s, "pgoutbox"), other)
+		// Force writes an older position of the same origin.
+		if err := s.Force(ctx, pgCheckpoint("pgoutbox", 10)); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Force(ctx, pgCheckpoint("pgoutbox", 5)); err != nil {
+			t.Fatal(err)
+		}
+		assertSame(t, mustLoad(t, ctx, s, "pgoutbox"), pgCheckpoint("pgoutbox", 5))
+	})
+
+	t.Run("TableWithoutTimeline", func(t *testing.T) {
+		// A table created by an older pgoutbox, owned by an administrator: the
+		// least-privilege role cannot add the column and works without it.
+		ctx := testContext(t)
+		db := newDatabase(t, ctx, c)
+		role := newRole(t, ctx, c, db)
+		if err := c.Exec(ctx, db, `CREATE TABLE public.pgoutbox_checkpoint (slot text PRIMARY KEY, lsn pg_lsn NOT NULL,
+			system_id text NOT NULL, database text NOT NULL, updated_at timestamptz NOT NULL DEFAULT now());
+			GRANT SELECT, INSERT, UPDATE ON public.pgoutbox_checkpoint TO `+pgx.Identifier{role}.Sanitize()); err != nil {
+			t.Fatal(err)
+		}
+		s := NewPostgres(connect(t, ctx, c.URL(role, db)), testTable)
+		if err := s.Init(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if s.Timelines() {
+			t.Fatal("Timelines() with no timeline column")
+		}
+		cp := pgCheckpoint("pgoutbox", 300)
+		mustSave(t, ctx, s, cp)
+		cp.Timeline = 0
+		assertSame(t, mustLoad(t, ctx, s, "pgoutbox"), cp)
+		// The owner adds it: the next Init uses it.
+		if err := c.Exec(ctx, db, s.AlterSQL()); err != nil {
+			t.Fatal(err)
+		}
+		s = NewPostgres(connect(t, ctx, c.URL(role, db)), testTable)
+		if err := s.Init(ctx); err != nil || !s.Timelines() {
+			t.Fatalf("after ALTER: Init %v, Timelines %v", err, s.Timelines())
+		}
+		cp = pgCheckpoint("pgoutbox", 400)
+		mustSave(t, ctx, s, cp)
+		assertSame(t, mustLoad(t, ctx, s, "pgoutbox"), cp)
 	})
 
 	t.Run("SlotsIndependent", func(t *testing.T) {

@@ -5,6 +5,7 @@
 package metrics
 
 import (
+	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -18,26 +19,28 @@ import (
 type Metrics struct {
 	Registry *prometheus.Registry
 
-	published       *prometheus.CounterVec
-	publishedBytes  *prometheus.CounterVec
-	InFlight        prometheus.Gauge
-	ReceivedLSN     prometheus.Gauge
-	ConfirmedLSN    prometheus.Gauge
-	CheckpointLSN   prometheus.Gauge
-	ServerLSN       prometheus.Gauge
-	LagBytes        prometheus.Gauge
-	lagSeconds      prometheus.GaugeFunc
-	CommitToAck     prometheus.Histogram
-	ProducerErrors  *prometheus.CounterVec
-	Reconnects      prometheus.Counter
-	DeadLettered    prometheus.Counter
-	FailedEvents    prometheus.Counter
-	SkippedChanges  *prometheus.CounterVec
-	Streaming       prometheus.Gauge
-	BrokersUp       prometheus.Gauge
-	Transactions    prometheus.Counter
-	BackfillRows    prometheus.Counter
-	BackfillRunning prometheus.Gauge
+	published        *prometheus.CounterVec
+	publishedBytes   *prometheus.CounterVec
+	InFlight         prometheus.Gauge
+	ReceivedLSN      prometheus.Gauge
+	ConfirmedLSN     prometheus.Gauge
+	CheckpointLSN    prometheus.Gauge
+	ServerLSN        prometheus.Gauge
+	LagBytes         prometheus.Gauge
+	lagSeconds       prometheus.GaugeFunc
+	CommitToAck      prometheus.Histogram
+	ProducerErrors   *prometheus.CounterVec
+	Reconnects       prometheus.Counter
+	DeadLettered     prometheus.Counter
+	FailedEvents     prometheus.Counter
+	SkippedChanges   *prometheus.CounterVec
+	Streaming        prometheus.Gauge
+	standingBy       prometheus.Gauge
+	BrokersUp        prometheus.Gauge
+	CheckpointErrors prometheus.Counter
+	Transactions     prometheus.Counter
+	BackfillRows     prometheus.Counter
+	BackfillRunning  prometheus.Gauge
 
 	// lastConfirmedCommit is the commit time (unix nanos) of the newest confirmed
 	// transaction; 0 while caught up.
@@ -46,9 +49,12 @@ type Metrics struct {
 	mu     sync.Mutex
 	topics map[string]topicCounters
 
-	loop     atomic.Int64 // unix nanos of the last turn of the replication loop
-	ready    atomic.Bool
-	notReady atomic.Value // string: why not ready
+	loop atomic.Int64 // unix nanos of the replication loop's last progress
+
+	stateMu sync.Mutex
+	// failing maps each readiness condition that does not hold to why not.
+	failing  map[string]string
+	standing bool
 }
 
 type topicCounters struct {
@@ -88,6 +94,8 @@ func New(version string) *Metrics {
 	m.FailedEvents = prometheus.NewCounter(prometheus.CounterOpts{Name: "pgoutbox_failed_events_total", Help: "Events that could not be published and stopped pgoutbox (--on-error=fail)."})
 	m.SkippedChanges = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "pgoutbox_skipped_changes_total", Help: "Replicated changes that are not outbox inserts (updates, deletes, other tables, foreign messages), by kind."}, []string{"kind"})
 	m.Streaming = f("pgoutbox_streaming", "1 while the replication stream is open.")
+	m.standingBy = f("pgoutbox_standing_by", "1 while another process streams from the slot and this instance waits to take over.")
+	m.CheckpointErrors = prometheus.NewCounter(prometheus.CounterOpts{Name: "pgoutbox_checkpoint_errors_total", Help: "Checkpoint saves that failed (a full or read-only disk, an unreachable store); nothing new is confirmed until one succeeds."})
 	m.BrokersUp = f("pgoutbox_kafka_brokers_up", "0 while librdkafka reports all brokers down.")
 	m.Transactions = prometheus.NewCounter(prometheus.CounterOpts{Name: "pgoutbox_transactions_total", Help: "PostgreSQL transactions received."})
 	m.BackfillRows = prometheus.NewCounter(prometheus.CounterOpts{Name: "pgoutbox_backfill_rows_total", Help: "Rows published by --backfill."})
@@ -97,13 +105,13 @@ func New(version string) *Metrics {
 	m.BrokersUp.Set(1)
 	m.Registry.MustRegister(m.published, m.publishedBytes, m.InFlight, m.ReceivedLSN, m.ConfirmedLSN,
 		m.CheckpointLSN, m.ServerLSN, m.LagBytes, m.lagSeconds, m.CommitToAck, m.ProducerErrors, m.Reconnects,
-		m.DeadLettered, m.FailedEvents, m.SkippedChanges, m.Streaming, m.BrokersUp, m.Transactions,
+		m.DeadLettered, m.FailedEvents, m.SkippedChanges, m.Streaming, m.standingBy, m.BrokersUp, m.CheckpointErrors, m.Transactions,
 		m.BackfillRows, m.BackfillRunning, info,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	for _, k := range []string{"message", "fatal", "transient"} {
 		m.ProducerErrors.WithLabelValues(k)
 	}
-	m.notReady.Store("starting")
+	m.failing = map[string]string{"streaming": "starting"}
 	return m
 }
 
@@ -132,12 +140,59 @@ func (m *Metrics) Confirmed(lsn pglogrepl.LSN, commit time.Time) {
 	}
 }
 
-// Turn records that the replication loop is alive.
-func (m *Metrics) Turn() { m.loop.Store(time.Now().UnixNano()) }
+// Progress records that the replication loop is making progress: it received from
+// the server, waited on Kafka's backpressure or a Kafka commit, or stood by or backed
+// off on purpose. A loop that merely spins does none of these.
+func (m *Metrics) Progress() { m.loop.Store(time.Now().UnixNano()) }
 
-// SetReady records whether pgoutbox is streaming with a healthy producer; reason says
-// why not.
-func (m *Metrics) SetReady(ready bool, reason string) {
-	m.ready.Store(ready)
-	m.notReady.Store(reason)
+// Ready records that readiness condition cond (streaming, kafka, checkpoint, …)
+// holds again.
+func (m *Metrics) Ready(cond string) {
+	m.stateMu.Lock()
+	defer m.stateMu.Unlock()
+	delete(m.failing, cond)
+}
+
+// NotReady records that readiness condition cond does not hold, and why.
+func (m *Metrics) NotReady(cond, reason string) {
+	m.stateMu.Lock()
+	defer m.stateMu.Unlock()
+	m.failing[cond] = reason
+}
+
+// StandingBy records whether this instance waits for a slot another process holds.
+func (m *Metrics) StandingBy(on bool) {
+	m.stateMu.Lock()
+	defer m.stateMu.Unlock()
+	m.standing = on
+	if on {
+		m.standingBy.Set(1)
+	} else {
+		m.standingBy.Set(0)
+	}
+}
+
+// State returns whether every readiness condition holds, the reasons of those that
+// do not (sorted by condition), and whether the instance stands by.
+func (m *Metrics) State() (ready bool, reasons []string, standingBy bool) {
+	m.stateMu.Lock()
+	defer m.stateMu.Unlock()
+	conds := make([]string, 0, len(m.failing))
+	for c := range m.failing {
+		conds = append(conds, c)
+	}
+	sort.Strings(conds)
+	for _, c := range conds {
+		reasons = append(reasons, m.failing[c])
+	}
+	return len(conds) == 0, reasons, m.standing
+}
+
+// LastProgress returns when the loop last made progress (zero before it started).
+func (m *Metrics) LastProgress() time.Time {
+	ns := m.loop.Load()
+	if ns == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, ns)
 }

@@ -204,7 +204,7 @@ func TestHealthz(t *testing.T) {
 		t.Errorf("/healthz before the loop turned: %d %q, want 200 starting", code, body)
 	}
 
-	m.Turn()
+	m.Progress()
 	code, body = get(t, m.Handler(time.Hour), "/healthz")
 	if code != http.StatusOK || strings.TrimSpace(body) != "ok" {
 		t.Errorf("/healthz right after a turn: %d %q, want 200 ok", code, body)
@@ -216,7 +216,7 @@ func TestHealthz(t *testing.T) {
 		runtime.Gosched()
 	}
 	code, body = get(t, m.Handler(time.Nanosecond), "/healthz")
-	if code != http.StatusServiceUnavailable || !strings.Contains(body, "has not turned") {
+	if code != http.StatusServiceUnavailable || !strings.Contains(body, "no progress") {
 		t.Errorf("/healthz with a stale loop: %d %q, want 503", code, body)
 	}
 
@@ -226,7 +226,7 @@ func TestHealthz(t *testing.T) {
 	if code, body = get(t, h, "/healthz"); code != http.StatusServiceUnavailable || !strings.Contains(body, "10m") {
 		t.Errorf("/healthz 10 minutes after the last turn: %d %q, want 503 naming the age", code, body)
 	}
-	m.Turn()
+	m.Progress()
 	if code, body = get(t, h, "/healthz"); code != http.StatusOK {
 		t.Errorf("/healthz after the loop turned again: %d %q, want 200", code, body)
 	}
@@ -240,16 +240,46 @@ func TestReadyz(t *testing.T) {
 		t.Errorf("/readyz at start: %d %q, want 503 not ready: starting", code, body)
 	}
 
-	m.SetReady(true, "")
+	m.Ready("streaming")
 	code, body = get(t, h, "/readyz")
 	if code != http.StatusOK || strings.TrimSpace(body) != "ready" {
 		t.Errorf("/readyz when ready: %d %q, want 200 ready", code, body)
 	}
 
-	m.SetReady(false, "kafka brokers down")
+	m.NotReady("kafka", "kafka brokers down")
+	m.NotReady("checkpoint", "checkpoint: no space left on device")
 	code, body = get(t, h, "/readyz")
-	if code != http.StatusServiceUnavailable || !strings.Contains(body, "kafka brokers down") {
-		t.Errorf("/readyz after losing the brokers: %d %q, want 503 with the reason", code, body)
+	if code != http.StatusServiceUnavailable || !strings.Contains(body, "kafka brokers down") || !strings.Contains(body, "no space") {
+		t.Errorf("/readyz after losing the brokers and the disk: %d %q, want 503 with both reasons", code, body)
+	}
+	m.Ready("kafka")
+	if code, _ = get(t, h, "/readyz"); code != http.StatusServiceUnavailable {
+		t.Errorf("/readyz with the checkpoint still failing: %d, want 503", code)
+	}
+	m.Ready("checkpoint")
+	if code, _ = get(t, h, "/readyz"); code != http.StatusOK {
+		t.Errorf("/readyz with every condition back: %d, want 200", code)
+	}
+
+	// A loop that stopped making progress is not ready either.
+	m.loop.Store(time.Now().Add(-10 * time.Minute).UnixNano())
+	if code, body = get(t, h, "/readyz"); code != http.StatusServiceUnavailable || !strings.Contains(body, "no progress") {
+		t.Errorf("/readyz with a stalled loop: %d %q, want 503", code, body)
+	}
+}
+
+func TestStandingBy(t *testing.T) {
+	m := New("dev")
+	m.StandingBy(true)
+	if _, _, by := m.State(); !by {
+		t.Error("State does not say standing by")
+	}
+	if value(t, m, "pgoutbox_standing_by") != 1 {
+		t.Error("pgoutbox_standing_by is not 1")
+	}
+	m.StandingBy(false)
+	if _, _, by := m.State(); by || value(t, m, "pgoutbox_standing_by") != 0 {
+		t.Error("still standing by")
 	}
 }
 
@@ -270,7 +300,7 @@ func TestListenAndServe(t *testing.T) {
 		t.Fatal(err)
 	}
 	m := New("dev")
-	m.SetReady(true, "")
+	m.Ready("streaming")
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- Serve(ctx, ln, m.Handler(time.Minute)) }()

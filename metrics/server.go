@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -21,22 +22,25 @@ func (m *Metrics) Handler(stale time.Duration) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
-		last := m.loop.Load()
-		if last == 0 {
+		last := m.LastProgress()
+		if last.IsZero() {
 			// Not started yet: alive, just not ready.
 			fmt.Fprintln(w, "ok: starting")
 			return
 		}
-		if age := time.Since(time.Unix(0, last)); age > stale {
-			http.Error(w, fmt.Sprintf("replication loop has not turned for %s", age.Round(time.Second)), http.StatusServiceUnavailable)
+		if age := time.Since(last); age > stale {
+			http.Error(w, fmt.Sprintf("replication loop has made no progress for %s", age.Round(time.Second)), http.StatusServiceUnavailable)
 			return
 		}
 		fmt.Fprintln(w, "ok")
 	})
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
-		if !m.ready.Load() {
-			reason, _ := m.notReady.Load().(string)
-			http.Error(w, "not ready: "+reason, http.StatusServiceUnavailable)
+		ready, reasons, _ := m.State()
+		if last := m.LastProgress(); ready && !last.IsZero() && time.Since(last) > stale {
+			ready, reasons = false, []string{fmt.Sprintf("replication loop has made no progress for %s", time.Since(last).Round(time.Second))}
+		}
+		if !ready {
+			http.Error(w, "not ready: "+strings.Join(reasons, "; "), http.StatusServiceUnavailable)
 			return
 		}
 		fmt.Fprintln(w, "ready")

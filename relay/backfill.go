@@ -11,99 +11,103 @@ import (
 	"github.com/pgoutbox/pgoutbox/source"
 )
 
-// backfillToken is the tracker token of backfilled rows: they form one pseudo
+// backfillPlan is a backfill to run before streaming: the slot's exported snapshot
+// and its consistent point, where the stream takes over.
+type backfillPlan struct {
+	snapshot   string
+	consistent source.LSN
+}
+
+// backfillToken is the ledger token of backfilled rows: they form one pseudo
 // transaction that ends at the slot's consistent point.
 const backfillToken = 1
 
 // backfill publishes the rows that existed when the slot was created, read in its
-// exported snapshot, and waits until Kafka acknowledged all of them. Only then is the
-// consistent point checkpointed and streaming starts there: every row committed
-// before the snapshot came from the backfill, every row after from the stream.
-func (s *session) backfill(ctx, reports context.Context) error {
-	r, m := s.r, s.r.m
-	plan := s.plan
+// exported snapshot, through the loop's emit path, and waits until Kafka acknowledged
+// all of them. Only then is the consistent point checkpointed and streaming starts
+// there: every row committed before the snapshot came from the backfill, every row
+// after from the stream. In exactly-once mode the whole backfill is one Kafka
+// transaction, committed with a checkpoint record at the consistent point, or aborted
+// whole.
+func (l *loop) backfill(ctx context.Context, conn *source.Conn, plan *backfillPlan, cfg Config) error {
+	m := l.m
 	m.BackfillRunning.Set(1)
 	defer m.BackfillRunning.Set(0)
-	b := source.Backfill{Table: r.cfg.Mapping.Table, Where: r.cfg.BackfillWhere, Order: r.cfg.BackfillOrder}
-	r.log.Info().Str("query", b.Query()).Str("snapshot", plan.snapshot).Stringer("consistent_point", plan.consistent).Msg("backfill started")
-
-	s.mu.Lock()
-	s.tr.Reset(0)
-	err := s.tr.Begin(backfillToken)
-	s.mu.Unlock()
-	if err != nil {
+	if tc, ok := l.com.(*txnCommitter); ok {
+		tc.hold = true
+		defer func() { tc.hold = false }()
+	}
+	b := source.Backfill{Table: cfg.Mapping.Table, Where: cfg.BackfillWhere, Order: cfg.BackfillOrder}
+	l.log.Info().Str("query", b.Query()).Str("snapshot", plan.snapshot).Stringer("consistent_point", plan.consistent).Msg("backfill started")
+	l.start()
+	if err := l.led.Begin(backfillToken, time.Now()); err != nil {
 		return err
 	}
-	s.commitTime = time.Now()
+	l.txn = openTxn{final: backfillToken, commitTime: time.Now()}
 	started, lastLog := time.Now(), time.Now()
 	rows := 0
-	err = s.conn.ReadBackfill(ctx, plan.snapshot, b, func(rel *decoder.Relation, values []decoder.Value) error {
-		for s.full() {
-			s.wait(ctx, reports, time.Now().Add(time.Second))
-			if ctx.Err() != nil || reports.Err() != nil {
+	err := conn.ReadBackfill(ctx, plan.snapshot, b, func(rel *decoder.Relation, values []decoder.Value) error {
+		for l.led.Full() {
+			if err := l.waitRoom(ctx); err != nil {
+				return err
+			}
+			if ctx.Err() != nil {
 				return errBackfillStopped
 			}
 		}
-		rec, err := s.mapper.Map(rel, values)
-		if err := s.emit(rec, err, "backfill"); err != nil {
+		rec, err := l.rows.Map(rel, values)
+		if err := l.emit(ctx, rec, err, "backfill"); err != nil {
+			return err
+		}
+		if err := l.settle(ctx); err != nil {
 			return err
 		}
 		rows++
 		m.BackfillRows.Inc()
 		if time.Since(lastLog) >= 5*time.Second {
 			lastLog = time.Now()
-			r.log.Info().Int("rows", rows).Dur("elapsed", time.Since(started).Round(time.Second)).Msg("backfill progress")
+			l.log.Info().Int("rows", rows).Dur("elapsed", time.Since(started).Round(time.Second)).Msg("backfill progress")
 		}
 		return nil
 	})
 	if errors.Is(err, errBackfillStopped) || ctx.Err() != nil {
 		// The session's error or the shutdown says why; the checkpoint still says the
 		// backfill did not finish, so the next start with --backfill redoes it.
-		r.log.Warn().Int("rows", rows).Msg("backfill interrupted; it starts over on the next start with --backfill")
+		l.log.Warn().Int("rows", rows).Msg("backfill interrupted; it starts over on the next start with --backfill")
 		return nil
 	}
 	if err != nil {
 		return err
 	}
-	s.mu.Lock()
-	err = s.tr.Commit(plan.consistent)
-	s.mu.Unlock()
-	if err != nil {
+	if err := l.led.Commit(plan.consistent); err != nil {
 		return err
 	}
-	// Wait for every ack; the consistent point is safe only then.
-	for {
-		s.mu.Lock()
-		safe := s.tr.Safe()
-		s.mu.Unlock()
-		if safe >= plan.consistent {
-			break
+	l.lastEnd = plan.consistent
+	// Wait for every ack (and settle refusals): the consistent point is safe only then.
+	for l.led.Safe() < plan.consistent {
+		if err := l.settle(ctx); err != nil {
+			return err
 		}
-		s.wait(ctx, reports, time.Now().Add(time.Second))
-		if ctx.Err() != nil || reports.Err() != nil {
+		if err := l.waitRoom(ctx); err != nil {
+			return err
+		}
+		if ctx.Err() != nil {
 			return nil
 		}
 	}
-	if s.eos != nil && s.eos.open {
-		// In exactly-once mode the backfill is one Kafka transaction, committed
-		// whole with a checkpoint record at the consistent point, or aborted whole
-		// by the next start's InitTransactions.
-		s.eos.lastComplete = plan.consistent
-		if err := s.commitKafka(false); err != nil {
+	if l.com.pending() {
+		if err := l.com.commit(ctx, streamPos{end: plan.consistent}, func() error { l.m.Progress(); return nil }); err != nil {
 			return err
 		}
 	}
-	cp := s.cp
+	cp := l.cp
 	cp.LSN = plan.consistent
-	if err := r.save(ctx, s.store, cp); err != nil {
+	if err := l.save(ctx, cp); err != nil {
 		return err
 	}
-	s.cp = cp
-	s.mu.Lock()
-	s.tr.Reset(plan.consistent)
-	s.mu.Unlock()
-	s.unconfirmed, s.openEvents = 0, 0
-	r.log.Info().Int("rows", rows).Dur("elapsed", time.Since(started).Round(time.Millisecond)).
+	l.cp = cp
+	l.led.Reset(plan.consistent)
+	l.log.Info().Int("rows", rows).Dur("elapsed", time.Since(started).Round(time.Millisecond)).
 		Stringer("consistent_point", plan.consistent).Msg("backfill done; streaming from the slot's consistent point")
 	return nil
 }
@@ -116,12 +120,13 @@ var errBackfillStopped = errors.New("backfill stopped")
 // starts there. Otherwise Kafka shows none of it to read_committed consumers, as
 // InitTransactions aborted it, and the backfill starts over with a new slot.
 func (r *relay) resumeBackfill(ctx context.Context, stream *source.Stream, store checkpoint.Store, start checkpoint.Checkpoint,
-	plan *backfillPlan, eos *exactlyOnce, serverVersion int) (checkpoint.Checkpoint, *backfillPlan, error) {
+	consistent, committed source.LSN, serverVersion int) (checkpoint.Checkpoint, *backfillPlan, error) {
 	cfg := r.cfg
-	if eos.committed >= plan.consistent {
-		start.LSN = eos.committed
-		if err := r.save(ctx, store, start); err != nil {
-			return start, nil, err
+	if committed >= consistent && consistent != 0 {
+		start.LSN = committed
+		start.UpdatedAt = time.Now().UTC()
+		if err := store.Save(ctx, start); err != nil {
+			return start, nil, fmt.Errorf("save checkpoint: %w", err)
 		}
 		r.log.Info().Stringer("lsn", start.LSN).Msg("the backfill had committed in Kafka before the last stop; streaming from its checkpoint record")
 		return start, nil, nil

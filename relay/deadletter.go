@@ -30,8 +30,9 @@ type deadLetterRecord struct {
 // deadLetterPrefix is how much of a payload that does not fit is kept.
 const deadLetterPrefix = 1024
 
-// deadLetter builds the dead-letter message for a row. It allocates; it is the rare path.
-func (s *session) deadLetter(rowErr *outbox.RowError, token source.LSN, committed time.Time) *sink.Message {
+// deadLetter builds the dead-letter message for a row, to topic, carrying payloads
+// up to maxPayload bytes whole. It allocates; it is the rare path.
+func deadLetter(rowErr *outbox.RowError, topic string, maxPayload int, token source.LSN, committed time.Time) *sink.Message {
 	rec := deadLetterRecord{
 		ID:          rowErr.ID,
 		Topic:       rowErr.Topic,
@@ -52,7 +53,7 @@ func (s *session) deadLetter(rowErr *outbox.RowError, token source.LSN, committe
 			enc, text = "base64", base64.StdEncoding.EncodeToString(p)
 		}
 		rec.PayloadEncoding = enc
-		if len(text) <= s.r.deadLetterMax() {
+		if len(text) <= maxPayload {
 			rec.Payload = &text
 		} else {
 			prefix := text[:deadLetterPrefix]
@@ -64,26 +65,28 @@ func (s *session) deadLetter(rowErr *outbox.RowError, token source.LSN, committe
 	}
 	value, _ := json.Marshal(rec) // strings and ints only: cannot fail
 	return &sink.Message{
-		Topic: s.r.cfg.DeadLetterTopic,
-		Key:   rowErr.Key,
-		Value: value,
+		Topic:     topic,
+		Partition: sink.AnyPartition,
+		Key:       rowErr.Key,
+		Value:     value,
 		Headers: []sink.Header{
 			{Key: "id", Value: []byte(rowErr.ID)},
 			{Key: "pgoutbox.topic", Value: []byte(rowErr.Topic)},
 			{Key: "pgoutbox.error", Value: []byte(rowErr.Reason)},
 		},
-		Timestamp: committed,
-		ID:        []byte(rowErr.ID),
-		Token:     token,
-		Committed: committed,
+		Timestamp:  committed,
+		ID:         []byte(rowErr.ID),
+		Token:      token,
+		Committed:  committed,
+		DeadLetter: true,
 	}
 }
 
 // deadLetterMax is the largest payload a dead-letter record carries whole: half of
 // the producer's message.max.bytes, leaving room for the rest of the record.
-func (r *relay) deadLetterMax() int {
+func deadLetterMax(props map[string]string) int {
 	max := 1000000
-	if v, ok := r.cfg.Kafka.Properties["message.max.bytes"]; ok {
+	if v, ok := props["message.max.bytes"]; ok {
 		if n, err := strconv.Atoi(v); err == nil && n > 0 {
 			max = n
 		}

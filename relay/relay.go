@@ -2,8 +2,10 @@
 // replication slot, produces them to Kafka, and confirms the slot only after Kafka has
 // acknowledged them and the checkpoint is saved.
 //
-// A session is one replication connection plus the state that goes with it (decoder,
-// ack tracker). Any error ends the session; Run starts a new one from the checkpoint
+// A session is one replication connection plus the state that goes with it: the
+// ledger of what is in flight, the loop that reads, produces and confirms, the
+// goroutine that records delivery reports, and a committer (at-least-once or Kafka
+// transactions). Any error ends the session; Run starts a new one from the checkpoint
 // after a capped exponential backoff, unless the error is one a retry cannot fix (a
 // setup mistake, a gap, a row that cannot be published under --on-error=fail).
 package relay
@@ -54,6 +56,10 @@ type Config struct {
 	// StatusInterval is how often the confirmed position is sent to PostgreSQL. It
 	// must stay well below the server's wal_sender_timeout.
 	StatusInterval time.Duration
+	// ReceiveTimeout: silence from the server for this long means the replication
+	// connection is dead (a partition that drops packets). 0: the server's
+	// wal_sender_timeout; negative: off.
+	ReceiveTimeout time.Duration
 	// ShutdownTimeout bounds the wait for in-flight acks on shutdown.
 	ShutdownTimeout time.Duration
 	// AcceptGap starts despite a gap between the checkpoint and the slot.
@@ -206,18 +212,11 @@ type relay struct {
 	cfg      Config
 	log      zerolog.Logger
 	m        *metrics.Metrics
-	producer *sink.Producer // reused across sessions while healthy
-	streamed bool           // a session has streamed at least once
 	file     checkpoint.Store
-
-	// poison holds events Kafka refused permanently, by event id, to dead-letter
-	// them when they are replayed.
-	poison map[string]outbox.RowError
-	// isolateUntil, while isolating, is the final LSN of the newest transaction
-	// of a refused batch: until the checkpoint passes it, every event goes to Kafka
-	// alone so a refusal names one event.
-	isolating    bool
-	isolateUntil source.LSN
+	streamed bool // a session has streamed at least once
+	iso      isolation
+	// warnedTimeline: the checkpoint table's missing timeline column was logged.
+	warnedTimeline bool
 }
 
 // Run streams until ctx ends or a permanent error. It returns nil after a clean
@@ -238,19 +237,17 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.ShutdownTimeout == 0 {
 		cfg.ShutdownTimeout = 30 * time.Second
 	}
-	r := &relay{cfg: cfg, log: cfg.Log, m: cfg.Metrics, poison: map[string]outbox.RowError{}}
+	r := &relay{cfg: cfg, log: cfg.Log, m: cfg.Metrics, iso: isolation{poison: map[string]outbox.RowError{}}}
 	if cfg.CheckpointStore == StoreFile {
 		r.file = checkpoint.NewFile(cfg.CheckpointFile)
 	}
-	defer r.closeProducer()
-
 	const minBackoff = 250 * time.Millisecond
 	backoff := minBackoff
 	for attempt := 1; ; attempt++ {
 		started := time.Now()
 		err := r.session(ctx)
 		if ctx.Err() != nil {
-			return err
+			return stopped(err)
 		}
 		if err == nil {
 			err = errors.New("session ended without error")
@@ -259,6 +256,8 @@ func Run(ctx context.Context, cfg Config) error {
 			return err
 		}
 		if errors.Is(err, errLeaveIsolation) {
+			r.iso.until = 0
+			r.log.Info().Msg("past the refused batch; batching events again")
 			continue // at once: nothing failed
 		}
 		var connErr *source.ConnectError
@@ -272,23 +271,53 @@ func Run(ctx context.Context, cfg Config) error {
 		wait := backoff
 		if errors.As(err, &active) {
 			wait = cfg.RetryActive
-			r.m.SetReady(false, "slot is active in another process")
+			r.m.StandingBy(true)
+			r.m.NotReady("streaming", "slot is active in another process")
 			r.log.Info().Str("slot", cfg.Slot).Str("reason", active.Msg).Dur("retry_in", wait).
 				Msg("slot is in use by another process (another pgoutbox?); standing by")
 		} else {
+			r.m.StandingBy(false)
 			if time.Since(started) > time.Minute {
 				backoff, attempt, wait = minBackoff, 1, minBackoff
 			}
-			r.m.SetReady(false, "reconnecting: "+err.Error())
+			r.m.NotReady("streaming", "reconnecting: "+err.Error())
 			r.log.Warn().Err(err).Int("attempt", attempt).Dur("retry_in", wait).Msg("pipeline stopped; reconnecting")
 			backoff = min(backoff*2, cfg.MaxBackoff)
 		}
-		wait = jitter(wait)
-		t := time.NewTimer(wait)
+		if !r.pause(ctx, jitter(wait)) {
+			return nil
+		}
+	}
+}
+
+// stopped is what Run returns for a session that ended because ctx did: nil, unless
+// the stop itself found something wrong (events left unconfirmed, a row that cannot
+// be published). An error the stop caused — a connection or set-up interrupted by
+// SIGTERM — is no failure.
+func stopped(err error) error {
+	var stop *stopError
+	var row *RowFailedError
+	if errors.As(err, &stop) || errors.As(err, &row) {
+		return err
+	}
+	return nil
+}
+
+// pause waits d, marking the relay alive meanwhile (standing by or backing off is
+// progress), and reports false if ctx ended first.
+func (r *relay) pause(ctx context.Context, d time.Duration) bool {
+	deadline := time.Now().Add(d)
+	for {
+		r.m.Progress()
+		left := time.Until(deadline)
+		if left <= 0 {
+			return true
+		}
+		t := time.NewTimer(min(left, time.Second))
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return nil
+			return false
 		case <-t.C:
 		}
 	}
@@ -297,16 +326,4 @@ func Run(ctx context.Context, cfg Config) error {
 // jitter spreads retries of many instances by ±20%.
 func jitter(d time.Duration) time.Duration {
 	return d - d/5 + time.Duration(rand.Int64N(int64(d/5)*2+1))
-}
-
-// startOptions are the pgoutput options of every START_REPLICATION.
-func (r *relay) startOptions() source.StartOptions {
-	return source.StartOptions{Publication: r.cfg.Publication, Messages: r.cfg.MessagesPrefix != ""}
-}
-
-func (r *relay) closeProducer() {
-	if r.producer != nil {
-		r.producer.Close()
-		r.producer = nil
-	}
 }

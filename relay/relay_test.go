@@ -76,24 +76,24 @@ func TestJitterStaysWithin20Percent(t *testing.T) {
 	}
 }
 
-// TestExactlyOnceSkip: on replay, whole transactions the checkpoint record covers
-// are skipped, and of the transaction it covers in part exactly the events it names.
-func TestExactlyOnceSkip(t *testing.T) {
-	e := &exactlyOnce{skipBefore: 1000, skipFinal: 2000, skipEvents: 2}
-	e.begin(900) // committed before the record's LSN: all in Kafka
-	for i := 0; i < 3; i++ {
-		if !e.skip() {
+// TestSkipRule: on replay, whole transactions the checkpoint record covers are
+// skipped, and of the transaction it covers in part exactly the events it names.
+func TestSkipRule(t *testing.T) {
+	rule := skipRule{Before: 1000, Final: 2000, Events: 2}
+	for i := 1; i <= 3; i++ {
+		if !rule.covers(900, i) { // committed before the record's LSN: all in Kafka
 			t.Fatalf("event %d of a covered transaction not skipped", i)
 		}
 	}
-	e.begin(2000) // the split transaction: its first two events are in Kafka
-	got := []bool{e.skip(), e.skip(), e.skip(), e.skip()}
+	got := []bool{rule.covers(2000, 1), rule.covers(2000, 2), rule.covers(2000, 3), rule.covers(2000, 4)}
 	if want := []bool{true, true, false, false}; !equalBools(got, want) {
 		t.Fatalf("split transaction skips %v, want %v", got, want)
 	}
-	e.begin(3000)
-	if e.skip() {
+	if rule.covers(3000, 1) {
 		t.Fatal("an event after the checkpoint was skipped")
+	}
+	if (skipRule{}).covers(1, 1) {
+		t.Fatal("no record skips something")
 	}
 }
 
@@ -107,22 +107,6 @@ func equalBools(a, b []bool) bool {
 		}
 	}
 	return true
-}
-
-// TestExactlyOnceConfirmable: acknowledged events of an open Kafka transaction may
-// still be aborted, so the confirmable position stops at the last commit.
-func TestExactlyOnceConfirmable(t *testing.T) {
-	e := &exactlyOnce{committed: 100}
-	if got := e.confirmable(200); got != 200 {
-		t.Errorf("no open transaction: confirmable(200) = %v", got)
-	}
-	e.open = true
-	if got := e.confirmable(200); got != 100 {
-		t.Errorf("open transaction: confirmable(200) = %v, want 100", got)
-	}
-	if got := e.confirmable(50); got != 50 {
-		t.Errorf("open transaction: confirmable(50) = %v, want 50", got)
-	}
 }
 
 func TestSameOrigin(t *testing.T) {
@@ -150,12 +134,11 @@ func TestSameOrigin(t *testing.T) {
 // TestDeadLetterRecord: the record carries what a person needs to find and
 // republish the row, and a payload too large to fit is cut to a prefix.
 func TestDeadLetterRecord(t *testing.T) {
-	s := &session{r: &relay{cfg: validConfig()}}
-	s.r.cfg.DeadLetterTopic = "dlq"
+	max := deadLetterMax(nil)
 	committed := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 	row := &outbox.RowError{ID: "e1", Topic: "outbox.event.order", Reason: "too large", Key: []byte("k"), Payload: []byte(`{"a":1}`)}
-	m := s.deadLetter(row, 0x16B3748, committed)
-	if m.Topic != "dlq" || string(m.Key) != "k" || string(m.ID) != "e1" || m.Token != 0x16B3748 {
+	m := deadLetter(row, "dlq", max, 0x16B3748, committed)
+	if m.Topic != "dlq" || string(m.Key) != "k" || string(m.ID) != "e1" || m.Token != 0x16B3748 || !m.DeadLetter || m.Partition != sink.AnyPartition {
 		t.Fatalf("message %+v", m)
 	}
 	headers := map[string]string{}
@@ -178,7 +161,7 @@ func TestDeadLetterRecord(t *testing.T) {
 
 	big := &outbox.RowError{ID: "e2", Payload: []byte(strings.Repeat("é", 400000))}
 	rec = nil
-	json.Unmarshal(s.deadLetter(big, 1, time.Time{}).Value, &rec)
+	json.Unmarshal(deadLetter(big, "dlq", max, 1, time.Time{}).Value, &rec)
 	if _, ok := rec["payload"]; ok {
 		t.Errorf("an 800 KB payload was carried whole")
 	}
@@ -191,7 +174,7 @@ func TestDeadLetterRecord(t *testing.T) {
 
 	binary := &outbox.RowError{ID: "e3", Payload: []byte{0xff, 0x00, 0x01}}
 	rec = nil
-	json.Unmarshal(s.deadLetter(binary, 1, time.Time{}).Value, &rec)
+	json.Unmarshal(deadLetter(binary, "dlq", max, 1, time.Time{}).Value, &rec)
 	if rec["payload_encoding"] != "base64" || rec["payload"] != "/wAB" {
 		t.Errorf("binary payload: %v %v", rec["payload_encoding"], rec["payload"])
 	}

@@ -1,96 +1,40 @@
 package relay
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
-	"sync"
 	"time"
 
 	"golang.org/x/sync/errgroup"
 
 	"github.com/pgoutbox/pgoutbox/checkpoint"
 	"github.com/pgoutbox/pgoutbox/decoder"
-	"github.com/pgoutbox/pgoutbox/internal/failpoint"
+	"github.com/pgoutbox/pgoutbox/ledger"
 	"github.com/pgoutbox/pgoutbox/outbox"
 	"github.com/pgoutbox/pgoutbox/sink"
 	"github.com/pgoutbox/pgoutbox/source"
-	"github.com/pgoutbox/pgoutbox/tracker"
 )
-
-// earlyConfirmGap is the shortest time between two confirms made early because the
-// in-flight window is half full.
-const earlyConfirmGap = 20 * time.Millisecond
 
 // maxTxnsInFlight bounds committed transactions waiting for acks; with many
 // transactions of one event each, the event limit is reached first.
 const maxTxnsInFlight = 1 << 16
 
-// session is one replication connection and the state that goes with it.
-type session struct {
-	r      *relay
-	stream *source.Stream
-	conn   *source.Conn // regular connection, for the backfill
-	// streaming is false until START_REPLICATION: a backfill runs before it.
-	streaming bool
-	// isolated: the session's producer sends one event per request.
-	isolated bool
-	plan     *backfillPlan // a backfill to run before streaming, or nil
-	prod     *sink.Producer
-	store    checkpoint.Store
-	cp       checkpoint.Checkpoint // identity of the checkpoint; LSN is the last saved
-	dec      *decoder.Decoder
-	mapper   *outbox.Mapper
-	messages *outbox.MessageMapper // nil unless --messages-prefix
+// eosSetupTimeout bounds the exactly-once set-up (fencing, the checkpoint topic and
+// its record, which may wait for another producer's transaction to end).
+const eosSetupTimeout = 90 * time.Second
 
-	mu      sync.Mutex // guards tr between the replication loop and the delivery reports
-	tr      *tracker.Tracker
-	room    chan struct{} // signalled after acks, wakes a loop waiting for room
-	drained chan struct{} // signalled when nothing is in flight while draining
-	// failed is the first row Kafka refused under --on-error=fail, and failedEvents
-	// counts refused events, which stay in flight in the tracker forever (guarded by mu).
-	failed       *RowFailedError
-	failedEvents int
-	// suspects are events of a request Kafka refused permanently: reported after the
-	// fatal error the refusal caused, or in exactly-once mode the first refused
-	// message of the open Kafka transaction (guarded by mu).
-	suspects []suspect
-	// produced is the token of the newest event handed to Kafka (guarded by mu).
-	produced source.LSN
-	// abandoned: the open Kafka transaction was aborted on purpose, so the reports
-	// of its purged messages are no failure (guarded by mu).
-	abandoned bool
+// stopError is an error met while stopping after SIGTERM: events left unconfirmed,
+// or the final confirm failed. Unlike errors caused by the stop itself, it is
+// reported.
+type stopError struct{ err error }
 
-	// Owned by the replication loop.
-	commitTime  time.Time  // of the open transaction, from its Begin
-	commits     []commitAt // committed transactions not yet confirmed, oldest first
-	commitsHead int
-	confirmedAt time.Time // commit time of the newest confirmed transaction
-	// openEvents counts the open transaction's events; unconfirmed counts every
-	// produced event not yet covered by the checkpoint, open transaction included.
-	// These are what a crash would publish again.
-	openEvents  int
-	unconfirmed int
-	inTxn       bool         // between a Begin and its Commit
-	eos         *exactlyOnce // nil unless --exactly-once
-	serverEnd   source.LSN
-	lastConfirm time.Time // when confirm last ran
-	pubChecked  time.Time // when the publication was last checked
-	msg         sink.Message
-	timer       *time.Timer
-}
+func (e *stopError) Error() string { return e.err.Error() }
+func (e *stopError) Unwrap() error { return e.err }
 
-// commitAt remembers a committed transaction until it is confirmed: when it
-// committed, to report how far behind the confirmed position is in time, and how
-// many events it had, to bound what a crash publishes twice.
-type commitAt struct {
-	end    source.LSN
-	at     time.Time
-	events int
-}
-
-// session runs one replication connection until it fails or ctx ends.
+// session runs one replication connection until it fails or ctx ends: it connects,
+// decides where to start, starts the producer, the report goroutine and the loop,
+// and on the way out drains, confirms and closes everything it opened.
 func (r *relay) session(ctx context.Context) error {
 	cfg := r.cfg
 	conn, err := source.Connect(ctx, cfg.PostgresURL)
@@ -102,9 +46,14 @@ func (r *relay) session(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	store, err := r.store(ctx, conn)
+	store, err := OpenStore(ctx, cfg, conn)
 	if err != nil {
-		return err
+		return permanent(err)
+	}
+	if pg, ok := store.(*checkpoint.PostgresStore); ok && !pg.Timelines() && !r.warnedTimeline {
+		r.warnedTimeline = true
+		r.log.Warn().Str("table", cfg.CheckpointTable).Str("sql", pg.AlterSQL()).
+			Msg("the checkpoint table has no timeline column and this role may not add it; after a failover to a promoted standby a checkpoint ahead of the slot is trusted: run the statement as its owner")
 	}
 	stream, err := source.Dial(ctx, cfg.PostgresURL)
 	if err != nil {
@@ -115,456 +64,388 @@ func (r *relay) session(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	id := checkpoint.Checkpoint{Slot: cfg.Slot, SystemID: ident.SystemID, Database: server.Database}
-	start, plan, err := r.position(ctx, conn, stream, store, id, server.Version)
+	id := checkpoint.Checkpoint{Slot: cfg.Slot, SystemID: ident.SystemID, Database: server.Database, Timeline: ident.Timeline}
+	facts, err := readFacts(ctx, cfg, conn, store, id)
 	if err != nil {
 		return err
 	}
-	streaming := plan == nil
-	if streaming {
-		if err := stream.Start(ctx, cfg.Slot, start.LSN, r.startOptions()); err != nil {
-			return err
-		}
-	} else {
-		start.LSN = backfillPending // nothing is confirmable before the backfill is done
+	plan, err := planStart(facts)
+	if err != nil {
+		return err
 	}
+	for _, n := range plan.Notes {
+		r.log.Warn().Str("slot", cfg.Slot).Msg(n)
+	}
+	start, bf, err := r.carryOut(ctx, conn, stream, store, id, plan, server.Version)
+	if err != nil {
+		return err
+	}
+
 	mapping := cfg.Mapping
 	if mapping.Table == "" {
 		mapping.Table = "message.outbox" // tableless: the table mapper never matches
 	}
-	mapper, err := outbox.NewMapper(mapping)
+	rows, err := outbox.NewMapper(mapping)
 	if err != nil {
 		return permanent(err)
 	}
-	var messages *outbox.MessageMapper
+	var msgs *outbox.MessageMapper
 	if cfg.MessagesPrefix != "" {
-		if messages, err = outbox.NewMessageMapper(mapping); err != nil {
+		if msgs, err = outbox.NewMessageMapper(mapping); err != nil {
 			return permanent(err)
 		}
 	}
-	var eos *exactlyOnce
+	prod, err := r.newProducer()
+	if err != nil {
+		return permanent(err)
+	}
+	defer prod.Close()
+	r.m.BrokersUp.Set(1)
+	r.m.Ready("kafka")
+	prod.StateChanged = func(up bool, reason string) {
+		if up {
+			r.m.BrokersUp.Set(1)
+			r.m.Ready("kafka")
+		} else {
+			r.m.BrokersUp.Set(0)
+			r.m.NotReady("kafka", reason)
+		}
+	}
+
+	led := ledger.New(cfg.MaxInFlight, maxTxnsInFlight)
+	led.Reset(start.LSN)
+	reps := &reports{led: led, m: r.m, log: r.log, exactlyOnce: cfg.ExactlyOnce}
+	l := &loop{
+		cfg: loopConfig{
+			statusInterval:  cfg.StatusInterval,
+			maxInFlight:     cfg.MaxInFlight,
+			receiveTimeout:  r.receiveTimeout(ctx, conn),
+			deadLetter:      cfg.OnError == OnErrorDeadLetter,
+			deadLetterTopic: cfg.DeadLetterTopic,
+			deadLetterMax:   deadLetterMax(cfg.Kafka.Properties),
+			messagesPrefix:  cfg.MessagesPrefix,
+			pubCheckEvery:   publicationChecks * cfg.StatusInterval,
+		},
+		clock: realClock{}, log: r.log, m: r.m,
+		stream: stream, prod: prod, led: led, com: ackCommitter{}, store: store,
+		dec: decoder.New(), rows: rows, msgs: msgs,
+		poison: r.iso.poison, isolateUntil: r.iso.until,
+		cp: start, backlog: bf != nil,
+	}
+	if table := cfg.Mapping.Table; table != "" {
+		l.pubOK = func(ctx context.Context) error { return checkPublication(ctx, conn, cfg.Publication, table) }
+	}
+	// Stream now, before the exactly-once set-up, so this instance holds the slot
+	// when it fences others; a backfill (or one to resume) streams after it.
+	resume := plan.Action == startResumeBackfill
+	if bf == nil && !resume {
+		if err := stream.Start(ctx, cfg.Slot, start.LSN, r.startOptions()); err != nil {
+			return err
+		}
+	}
 	if cfg.ExactlyOnce {
 		// Only now, holding the slot, may this instance fence the producer of
 		// another: a standby that did it while waiting would stop the active one.
-		if eos, err = r.startExactlyOnce(ctx, id); err != nil {
+		keep := func() error {
+			r.m.Progress()
+			if bf != nil || resume {
+				return nil // not streaming yet
+			}
+			return stream.SendStatus(start.LSN, false)
+		}
+		c, err := r.startExactlyOnce(ctx, prod, id, start.LSN, keep)
+		if err != nil {
 			return err
 		}
-		if plan != nil && plan.unfinished {
-			if start, plan, err = r.resumeBackfill(ctx, stream, store, start, plan, eos, server.Version); err != nil {
+		l.com = c
+		if resume {
+			if start, bf, err = r.resumeBackfill(ctx, stream, store, start, plan.LSN, c.committed, server.Version); err != nil {
 				return err
 			}
-			if streaming = plan == nil; streaming {
+			l.cp, l.backlog = start, bf != nil
+			led.Reset(start.LSN)
+			if bf == nil {
 				if err := stream.Start(ctx, cfg.Slot, start.LSN, r.startOptions()); err != nil {
 					return err
 				}
 			}
 		}
-	} else if r.producer == nil {
-		kcfg := cfg.Kafka
-		kcfg.Isolate = r.isolating
-		// A dead-letter record needs the refused message's key and value back.
-		kcfg.ReportFields = cfg.OnError == OnErrorDeadLetter
-		p, err := sink.New(kcfg, nil, r.log)
-		if err != nil {
-			return permanent(err)
-		}
-		r.producer = p
 	}
+
+	// The loop ends with ctx, or when the report goroutine fails.
+	reportsCtx, stopReports := context.WithCancel(context.Background())
+	defer stopReports()
+	g, gctx := errgroup.WithContext(reportsCtx)
+	g.Go(func() error { return prod.Run(gctx, reps.handle) })
+	lctx, stopLoop := context.WithCancel(ctx)
+	defer stopLoop()
+	defer context.AfterFunc(gctx, stopLoop)()
+	defer context.AfterFunc(lctx, stream.Interrupt)()
+
 	r.streamed = true
-	r.log.Info().Str("slot", cfg.Slot).Stringer("lsn", start.LSN).Str("server", source.Describe(cfg.PostgresURL)).
-		Str("table", cfg.Mapping.Table).Msg("streaming")
+	r.m.StandingBy(false)
 	r.m.Streaming.Set(1)
+	defer r.m.Streaming.Set(0)
 	r.m.CheckpointLSN.Set(float64(start.LSN))
 	r.m.Confirmed(start.LSN, time.Time{})
-	defer r.m.Streaming.Set(0)
-
-	s := &session{
-		r: r, stream: stream, streaming: streaming, isolated: r.isolating, conn: conn, plan: plan, prod: r.producer, store: store, cp: start,
-		dec: decoder.New(), mapper: mapper, messages: messages,
-		tr:      tracker.New(cfg.MaxInFlight, maxTxnsInFlight),
-		eos:     eos,
-		room:    make(chan struct{}, 1),
-		drained: make(chan struct{}, 1),
-		timer:   time.NewTimer(time.Hour),
-	}
-	s.tr.Reset(start.LSN)
-	s.prod.StateChanged = func(up bool, reason string) {
-		if up {
-			r.m.BrokersUp.Set(1)
-			r.m.SetReady(true, "")
-		} else {
-			r.m.BrokersUp.Set(0)
-			r.m.SetReady(false, reason)
-		}
-	}
-	return s.run(ctx)
-}
-
-// run streams until ctx ends or something fails, then drains in-flight acks and
-// confirms what is safe.
-func (s *session) run(ctx context.Context) error {
-	r := s.r
-	reports, stopReports := context.WithCancel(context.Background())
-	g, gctx := errgroup.WithContext(reports)
-	g.Go(func() error { return s.prod.Run(gctx, s.onReport) })
-	// Stop reading when shutting down or when the report loop fails.
-	stopOnCancel := context.AfterFunc(ctx, s.stream.Interrupt)
-	stopOnFail := context.AfterFunc(gctx, s.stream.Interrupt)
-	defer stopOnCancel()
-	defer stopOnFail()
+	r.m.Ready("streaming")
+	defer r.m.NotReady("streaming", "stopping")
 
 	var loopErr error
-	if s.plan != nil {
-		loopErr = s.backfill(ctx, gctx)
-		if loopErr == nil && ctx.Err() == nil && gctx.Err() == nil {
-			loopErr = s.stream.Start(ctx, r.cfg.Slot, s.cp.LSN, r.startOptions())
-			s.streaming = loopErr == nil
+	if bf != nil {
+		loopErr = l.backfill(lctx, conn, bf, cfg)
+		if loopErr == nil && lctx.Err() == nil {
+			if loopErr = stream.Start(ctx, cfg.Slot, l.cp.LSN, r.startOptions()); loopErr == nil {
+				l.backlog = false
+			}
 		}
 	}
-	r.m.SetReady(true, "")
-	if loopErr == nil && ctx.Err() == nil {
-		loopErr = s.loop(ctx, gctx)
+	if loopErr == nil && lctx.Err() == nil {
+		r.log.Info().Str("slot", cfg.Slot).Stringer("lsn", l.cp.LSN).Str("server", source.Describe(cfg.PostgresURL)).
+			Str("table", cfg.Mapping.Table).Msg("streaming")
+		loopErr = l.run(lctx)
 	}
-	r.m.SetReady(false, "stopping")
+	return r.stop(ctx, l, reps, g, gctx, stopReports, loopErr)
+}
 
+// stop ends a session: it publishes what the loop produced when stopping on purpose,
+// waits for the reports of what is in flight, confirms what is safe (even after a
+// failure: it is all acknowledged), stops the report goroutine and says how the
+// session ended.
+func (r *relay) stop(ctx context.Context, l *loop, reps *reports, g *errgroup.Group, gctx context.Context, stopReports func(), loopErr error) error {
+	cfg := r.cfg
 	shutdown := ctx.Err() != nil
-	if shutdown && loopErr == nil && gctx.Err() == nil && s.eos != nil && s.eos.open {
-		if s.streaming {
-			// Publish what was read, even half a PostgreSQL transaction: the
-			// checkpoint record says how much of it is in Kafka.
-			loopErr = s.commitKafka(s.inTxn)
-		} else {
+	// The stop must not hang on a stuck server or broker, nor end with ctx.
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.ShutdownTimeout)
+	defer cancel()
+	if shutdown && loopErr == nil && gctx.Err() == nil && l.com.pending() {
+		if l.backlog {
 			// An interrupted backfill is not published: the next start redoes it.
 			// Aborting now rather than at the next start's InitTransactions keeps
 			// read_committed consumers of these partitions from waiting for it.
-			s.mu.Lock()
-			s.abandoned = true
-			s.mu.Unlock()
-			actx, cancel := context.WithTimeout(context.Background(), r.cfg.ShutdownTimeout)
-			loopErr = s.prod.AbortTransaction(actx)
-			cancel()
+			reps.abandoned.Store(true)
+			loopErr = l.com.abort(sctx)
+		} else {
+			// Publish what was read, even half a PostgreSQL transaction: the
+			// checkpoint record says how much of it is in Kafka.
+			loopErr = l.commit(sctx)
 		}
 	}
-	var drainErr error
-	if gctx.Err() == nil && !s.abandoned {
-		drainErr = s.drain(gctx, r.cfg.ShutdownTimeout)
+	var drainErr, confirmErr error
+	if gctx.Err() == nil && !reps.abandoned.Load() {
+		drainErr = l.drain(sctx, gctx.Done(), cfg.ShutdownTimeout)
 	}
-	// Confirm what is safe even after a failure: it is all acknowledged.
-	confirmErr := s.confirm(false)
-	if errors.Is(confirmErr, errLeaveIsolation) {
-		confirmErr = nil
-		if !shutdown {
-			loopErr = cmp.Or(loopErr, errLeaveIsolation)
+	if loopErr == nil || !errors.Is(loopErr, checkpoint.ErrStale) {
+		confirmErr = l.confirm(sctx)
+		if errors.Is(confirmErr, errLeaveIsolation) {
+			loopErr, confirmErr = cmp(loopErr, confirmErr), nil
 		}
 	}
 	stopReports()
 	reportErr := g.Wait()
 
-	s.mu.Lock()
-	left := s.tr.InFlight()
-	s.mu.Unlock()
-	if left > 0 || reportErr != nil || s.prod.InQueue() > 0 || s.eos != nil {
-		// In exactly-once mode every session starts with a new transactional
-		// producer: InitTransactions aborts whatever this one left open.
-		// Messages still queued would report to a tracker that no longer exists; a
-		// new producer starts clean, and the events are replayed from the checkpoint.
-		r.closeProducer()
-	}
-	if s.isolated && !r.isolating {
-		r.closeProducer() // the next session batches again
+	if sus := reps.refusedBatch(); len(sus) > 0 {
+		if err := r.refused(sus, cfg.ExactlyOnce, l.led.Newest()); err != nil {
+			return err
+		}
 	}
 	switch {
 	case reportErr != nil:
-		if err := s.refused(); err != nil {
-			return err
-		}
 		if sink.Fatal(reportErr) {
 			r.m.ProducerErrors.WithLabelValues("fatal").Inc()
 			return fmt.Errorf("kafka producer failed, rebuilding it and resuming from the checkpoint: %w", reportErr)
 		}
 		return reportErr
-	case s.failed != nil:
-		return permanent(s.failed)
 	case loopErr != nil:
 		return loopErr
 	case drainErr != nil:
-		return drainErr
-	case shutdown && confirmErr != nil:
-		return fmt.Errorf("final confirm: %w", confirmErr)
+		return &stopError{drainErr}
+	case confirmErr != nil && shutdown:
+		return &stopError{fmt.Errorf("final confirm: %w", confirmErr)}
+	case confirmErr != nil:
+		return confirmErr
 	}
 	if shutdown {
-		r.log.Info().Stringer("confirmed", s.cp.LSN).Msg("stopped; every acknowledged event is confirmed")
+		r.log.Info().Stringer("confirmed", l.cp.LSN).Msg("stopped; every acknowledged event is confirmed")
 	}
 	return nil
 }
 
-// loop is the replication loop: it reads, decodes, maps and produces, and every
-// StatusInterval saves the checkpoint and confirms. It returns nil when ctx ends.
-func (s *session) loop(ctx, reports context.Context) error {
-	interval := s.r.cfg.StatusInterval
-	next := time.Now().Add(interval)
-	for {
-		if ctx.Err() != nil || reports.Err() != nil {
-			return nil
-		}
-		now := time.Now()
-		if !now.Before(next) {
-			if err := s.confirm(false); err != nil {
-				return err
-			}
-			if err := s.checkPublication(now); err != nil {
-				return err
-			}
-			next = now.Add(interval)
-		}
-		// Checkpoint early under load, so that what a crash would publish again
-		// stays within the in-flight window instead of a status interval's worth.
-		// At most every earlyConfirmGap: each confirm costs an fsync, and acks that
-		// trickle in one by one must not cost one each. When the window is full,
-		// a confirm is what makes room, so then the gap does not apply.
-		if s.unconfirmed >= s.r.cfg.MaxInFlight/2 && (now.Sub(s.lastConfirm) >= earlyConfirmGap || s.full()) && s.safeAhead() {
-			if err := s.confirm(false); err != nil {
-				return err
-			}
-			next = time.Now().Add(interval)
-			continue
-		}
-		deadline := next
-		if s.eos != nil && s.eos.open {
-			// Commit the Kafka transaction when it is due, or when the window is
-			// full: its events cannot be confirmed before it commits.
-			if !s.inTxn && !now.Before(s.eos.due) || s.full() {
-				if err := s.commitKafka(s.inTxn); err != nil {
-					return err
-				}
-				continue
-			}
-			if s.eos.due.Before(deadline) {
-				deadline = s.eos.due
-			}
-		}
-		if s.full() {
-			// Backpressure: Kafka is slow or down. Stop reading (the walsender waits
-			// on TCP) but keep confirming so it does not time out.
-			s.wait(ctx, reports, next)
-			continue
-		}
-		msg, err := s.stream.Receive(deadline)
-		switch {
-		case errors.Is(err, source.ErrTimeout):
-			continue
-		case errors.Is(err, source.ErrInterrupted):
-			return nil
-		case err != nil:
-			return err
-		}
-		if msg.ServerWALEnd > s.serverEnd {
-			s.serverEnd = msg.ServerWALEnd
-		}
-		if msg.Keepalive {
-			s.keepalive(msg)
-			if msg.ReplyRequested {
-				if err := s.confirm(false); err != nil {
-					return err
-				}
-				next = time.Now().Add(interval)
-			}
-			continue
-		}
-		if err := s.handle(msg); err != nil {
+// cmp returns the first non-nil error.
+func cmp(errs ...error) error {
+	for _, err := range errs {
+		if err != nil {
 			return err
 		}
 	}
+	return nil
 }
 
-// publicationChecks: every this many status intervals (30 s by default) a
-// streaming session checks that the publication still covers the outbox table.
-const publicationChecks = 30
-
-// checkPublication stops streaming when the outbox table left the publication.
-// Dropping and re-creating the table does that silently: PostgreSQL then sends
-// nothing of the new table, and pgoutbox would wait forever for events.
-func (s *session) checkPublication(now time.Time) error {
-	table := s.r.cfg.Mapping.Table
-	if table == "" || now.Sub(s.pubChecked) < publicationChecks*s.r.cfg.StatusInterval {
-		return nil
+// readFacts reads the slot and then the checkpoint (see startFacts for why in that
+// order).
+func readFacts(ctx context.Context, cfg Config, conn *source.Conn, store checkpoint.Store, id checkpoint.Checkpoint) (startFacts, error) {
+	f := startFacts{ID: id, AcceptGap: cfg.AcceptGap, Backfill: cfg.Backfill, ExactlyOnce: cfg.ExactlyOnce}
+	var err error
+	if f.Slot, f.SlotFound, err = conn.Slot(ctx, cfg.Slot); err != nil {
+		return f, err
 	}
-	s.pubChecked = now
-	pub, found, err := s.conn.Publication(context.Background(), s.r.cfg.Publication, table)
+	cp, err := store.Load(ctx, cfg.Slot)
+	switch {
+	case err == nil:
+		f.CP, f.CPFound = cp, true
+	case errors.Is(err, checkpoint.ErrNotFound):
+	default:
+		return f, permanent(fmt.Errorf("load checkpoint from %s: %w; restore the file from a backup, or if it is lost for good move it away and start with --accept-gap (events confirmed since the last good copy may be published again; none is lost while the slot exists)", store.Describe(), err))
+	}
+	return f, nil
+}
+
+// carryOut does what the plan says before streaming, and returns the checkpoint to
+// start from and the backfill to run first, if any.
+func (r *relay) carryOut(ctx context.Context, conn *source.Conn, stream *source.Stream, store checkpoint.Store, id checkpoint.Checkpoint,
+	plan startPlan, serverVersion int) (checkpoint.Checkpoint, *backfillPlan, error) {
+	cfg := r.cfg
+	start := id
+	var bf *backfillPlan
+	switch plan.Action {
+	case startResumeBackfill:
+		start.LSN = backfillPending // nothing is confirmable before the backfill is done
+		return start, nil, nil
+	case startRecreate:
+		if err := stream.DropSlot(ctx, cfg.Slot); err != nil {
+			return start, nil, fmt.Errorf("drop slot %q: %w", cfg.Slot, err)
+		}
+		fallthrough
+	case startCreate:
+		created, err := stream.CreateSlot(ctx, cfg.Slot, serverVersion, source.SlotOptions{Failover: cfg.SlotFailover, ExportSnapshot: plan.Backfill})
+		if err != nil {
+			return start, nil, err
+		}
+		r.log.Info().Str("slot", cfg.Slot).Stringer("consistent_point", created.ConsistentPoint).Msg("replication slot created")
+		start.LSN = created.ConsistentPoint
+		if plan.Backfill {
+			// Until the backfill is done, the checkpoint says so: a crash
+			// restarts it instead of streaming past rows never published.
+			bf = &backfillPlan{snapshot: created.Snapshot, consistent: created.ConsistentPoint}
+			start.LSN = backfillPending
+		}
+	case startStream:
+		start.LSN = plan.LSN
+		if cfg.SlotFailover {
+			failover, err := conn.SlotFailover(ctx, cfg.Slot, serverVersion)
+			if err != nil {
+				return start, nil, err
+			}
+			if !failover {
+				if err := stream.AlterSlotFailover(ctx, cfg.Slot); err != nil {
+					return start, nil, err
+				}
+				r.log.Info().Str("slot", cfg.Slot).Msg("slot is now a failover slot")
+			}
+		}
+	}
+	if plan.Save {
+		start.UpdatedAt = time.Now().UTC()
+		save := store.Save
+		if plan.Force {
+			save = store.Force
+		}
+		if err := save(ctx, start); err != nil {
+			return start, nil, fmt.Errorf("save checkpoint: %w", err)
+		}
+		r.m.CheckpointLSN.Set(float64(start.LSN))
+	}
+	return start, bf, nil
+}
+
+// newProducer is the one place a session's producer is made: transactional with
+// --exactly-once, one event per request while isolating a refused event.
+func (r *relay) newProducer() (*sink.Producer, error) {
+	kcfg := r.cfg.Kafka
+	kcfg.Isolate = r.iso.until != 0
+	if r.cfg.ExactlyOnce {
+		return sink.NewTransactional(kcfg, r.cfg.TxnID(), r.log)
+	}
+	// A dead-letter record needs the refused message's key and value back.
+	kcfg.ReportFields = r.cfg.OnError == OnErrorDeadLetter
+	return sink.New(kcfg, nil, r.log)
+}
+
+// startExactlyOnce fences older instances, makes sure of the checkpoint topic, reads
+// the newest checkpoint record and returns the committer that goes on from it.
+func (r *relay) startExactlyOnce(ctx context.Context, prod *sink.Producer, id checkpoint.Checkpoint, start source.LSN, keepAlive func() error) (*txnCommitter, error) {
+	cfg := r.cfg
+	c := &txnCommitter{prod: prod, clock: realClock{}, topic: cfg.CheckpointTopic, key: cfg.TxnID(), id: id,
+		interval: cfg.TxnInterval, maxEvents: cfg.TxnMaxEvents, linger: lingerAfterEvent, keepEvery: cfg.StatusInterval}
+	sctx, cancel := context.WithTimeout(ctx, eosSetupTimeout)
+	defer cancel()
+	var rec checkpoint.Checkpoint
+	var found bool
+	err := waitFor(sctx, realClock{}, cfg.StatusInterval, keepAlive, func(ctx context.Context) error {
+		if err := prod.InitTransactions(ctx); err != nil {
+			return r.eosSetup(err)
+		}
+		if err := prod.EnsureCheckpointTopic(ctx, cfg.CheckpointTopic); err != nil {
+			return r.eosSetup(err)
+		}
+		// Before reading: a transaction the broker failed to abort would hold
+		// back what read_committed can read (see EndStaleTransaction).
+		if err := prod.EndStaleTransaction(ctx, cfg.CheckpointTopic, cfg.TxnID(), id); err != nil {
+			return err
+		}
+		var err error
+		if rec, found, err = prod.ReadCheckpoint(ctx, cfg.Kafka, cfg.CheckpointTopic, cfg.TxnID()); err != nil {
+			return r.eosSetup(err)
+		}
+		return nil
+	})
 	if err != nil {
+		return nil, err
+	}
+	rule, err := planSkip(rec, found, id, cfg.AcceptGap)
+	if err != nil {
+		return nil, fmt.Errorf("checkpoint topic %s: %w", cfg.CheckpointTopic, err)
+	}
+	c.rule = rule
+	c.committed = max(rule.Before, start)
+	if found && rule.Before != 0 {
+		r.log.Info().Str("topic", cfg.CheckpointTopic).Stringer("lsn", rec.LSN).Int("partial_events", rec.PartialEvents).
+			Msg("exactly-once: events up to the checkpoint record are in Kafka and will be skipped")
+	} else if found {
+		r.log.Warn().Str("topic", cfg.CheckpointTopic).Msg("--accept-gap: ignoring a checkpoint record of another slot, database or cluster")
+	}
+	return c, nil
+}
+
+// eosSetup makes a missing ACL of the exactly-once mode permanent, with what to grant;
+// other errors (Kafka down) are retried.
+func (r *relay) eosSetup(err error) error {
+	var setup *sink.SetupError
+	if errors.As(err, &setup) {
+		return permanent(err)
+	}
+	if !sink.Unauthorized(err) {
 		return err
 	}
-	if !found {
-		return &source.SetupError{Msg: fmt.Sprintf("publication %q was dropped while pgoutbox streamed; re-create it (sql/publication.sql) — events committed meanwhile are not in the stream", s.r.cfg.Publication)}
-	}
-	return source.CheckPublication(pub, table)
+	return permanent(fmt.Errorf("%w; --exactly-once needs the Kafka principal to have WRITE and DESCRIBE on TransactionalId %q, "+
+		"and READ, WRITE and DESCRIBE (CREATE unless it exists) on topic %q", err, r.cfg.TxnID(), r.cfg.CheckpointTopic))
 }
 
-// keepalive confirms the server's WAL position when nothing is in flight, so an idle
-// outbox in a busy database does not pin WAL. Only then: with anything in flight the
-// position may be past an unacknowledged event.
-func (s *session) keepalive(msg *source.Message) {
-	s.mu.Lock()
-	s.tr.Advance(msg.ServerWALEnd)
-	s.mu.Unlock()
+// receiveTimeout is how long the loop accepts silence from the server: the
+// server's wal_sender_timeout, after which the walsender would have given up on a
+// silent pgoutbox too, but at least a few status intervals.
+func (r *relay) receiveTimeout(ctx context.Context, conn *source.Conn) time.Duration {
+	if r.cfg.ReceiveTimeout != 0 {
+		return max(r.cfg.ReceiveTimeout, 0)
+	}
+	t, err := conn.WalSenderTimeout(ctx)
+	if err != nil || t <= 0 {
+		t = time.Minute
+	}
+	return max(t, 5*r.cfg.StatusInterval)
 }
 
-// full reports whether reading must pause: too many events unacknowledged, or too
-// many acknowledged but not yet confirmable. The open transaction does not count
-// for the second: it cannot be confirmed before its commit arrives, so a
-// transaction larger than the window streams through, bounded by acks alone.
-func (s *session) full() bool {
-	if s.unconfirmed-s.openEvents >= s.r.cfg.MaxInFlight {
-		return true
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.tr.Full()
-}
-
-// safeAhead reports whether acks made a newer position confirmable.
-func (s *session) safeAhead() bool {
-	s.mu.Lock()
-	safe := s.tr.Safe()
-	s.mu.Unlock()
-	if s.eos != nil {
-		safe = s.eos.confirmable(safe)
-	}
-	return safe > s.cp.LSN
-}
-
-// wait blocks until an ack makes room, the next status update is due, or either
-// context ends.
-func (s *session) wait(ctx, reports context.Context, until time.Time) {
-	s.r.m.Turn()
-	s.timer.Reset(time.Until(until))
-	select {
-	case <-s.room:
-	case <-s.timer.C:
-	case <-ctx.Done():
-	case <-reports.Done():
-	}
-	if !s.timer.Stop() {
-		select {
-		case <-s.timer.C:
-		default:
-		}
-	}
-}
-
-// drain waits up to timeout for every in-flight event to be acknowledged, confirming
-// meanwhile so the walsender does not time out.
-func (s *session) drain(reports context.Context, timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	for {
-		s.mu.Lock()
-		n := s.tr.InFlight() - s.failedEvents
-		s.mu.Unlock()
-		if n == 0 {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("%d events still unacknowledged after %s; they are not confirmed and will be published again on restart", n, timeout)
-		}
-		s.timer.Reset(min(s.r.cfg.StatusInterval, time.Until(deadline)+time.Millisecond))
-		select {
-		case <-s.drained:
-		case <-s.timer.C:
-			_ = s.confirm(false)
-		case <-reports.Done():
-			return nil
-		}
-		if !s.timer.Stop() {
-			select {
-			case <-s.timer.C:
-			default:
-			}
-		}
-	}
-}
-
-// confirm saves the safe position to the checkpoint and then confirms it to
-// PostgreSQL. The order matters: a checkpoint ahead of the slot is harmless (the
-// next start takes the newer of the two), a slot ahead of a lost checkpoint is a gap.
-func (s *session) confirm(reply bool) error {
-	r := s.r
-	r.m.Turn()
-	s.lastConfirm = time.Now()
-	s.mu.Lock()
-	safe := s.tr.Safe()
-	inflight := s.tr.InFlight()
-	idle := s.tr.Idle()
-	s.mu.Unlock()
-	if s.eos != nil {
-		safe = s.eos.confirmable(safe)
-		idle = idle && !s.eos.open
-	}
-	r.m.InFlight.Set(float64(inflight))
-	if safe > s.cp.LSN {
-		cp := s.cp
-		cp.LSN = safe
-		if err := r.save(context.Background(), s.store, cp); err != nil {
-			return err
-		}
-		s.cp = cp
-	}
-	if !s.streaming {
-		return nil
-	}
-	if err := s.stream.SendStatus(s.cp.LSN, reply); err != nil {
-		return err
-	}
-	failpoint.Hit("after-confirm")
-	r.m.Confirmed(s.cp.LSN, s.confirmedCommit(idle))
-	if s.serverEnd > s.cp.LSN {
-		r.m.LagBytes.Set(float64(s.serverEnd - s.cp.LSN))
-	} else {
-		r.m.LagBytes.Set(0)
-	}
-	if r.isolating && s.cp.LSN > r.isolateUntil {
-		r.isolating = false
-		r.log.Info().Stringer("lsn", s.cp.LSN).Msg("past the refused batch; batching events again")
-		return errLeaveIsolation
-	}
-	return nil
-}
-
-// confirmIfDue confirms when a status interval passed since the last confirm; for
-// the places that wait outside the loop.
-func (s *session) confirmIfDue() error {
-	if time.Since(s.lastConfirm) < s.r.cfg.StatusInterval {
-		return nil
-	}
-	return s.confirm(false)
-}
-
-// confirmedCommit forgets committed transactions up to the confirmed position and
-// returns the newest confirmed one's commit time, or zero when caught up.
-func (s *session) confirmedCommit(idle bool) time.Time {
-	for s.commitsHead < len(s.commits) && s.commits[s.commitsHead].end <= s.cp.LSN {
-		c := s.commits[s.commitsHead]
-		s.confirmedAt = c.at
-		s.unconfirmed -= c.events
-		s.commitsHead++
-	}
-	if s.commitsHead > len(s.commits)/2 {
-		s.commits = s.commits[:copy(s.commits, s.commits[s.commitsHead:])]
-		s.commitsHead = 0
-	}
-	if idle {
-		s.confirmedAt = time.Time{}
-	}
-	return s.confirmedAt
-}
-
-// save writes a checkpoint durably, between the failpoints crash tests use.
-func (r *relay) save(ctx context.Context, store checkpoint.Store, cp checkpoint.Checkpoint) error {
-	cp.UpdatedAt = time.Now().UTC()
-	failpoint.Hit("before-checkpoint")
-	if err := store.Save(ctx, cp); err != nil {
-		return fmt.Errorf("save checkpoint: %w", err)
-	}
-	failpoint.Hit("after-checkpoint")
-	r.m.CheckpointLSN.Set(float64(cp.LSN))
-	return nil
+// startOptions are the pgoutput options of every START_REPLICATION.
+func (r *relay) startOptions() source.StartOptions {
+	return source.StartOptions{Publication: r.cfg.Publication, Messages: r.cfg.MessagesPrefix != ""}
 }

@@ -2,40 +2,11 @@ package relay
 
 import (
 	"context"
-	"errors"
 	"fmt"
 
 	"github.com/pgoutbox/pgoutbox/checkpoint"
 	"github.com/pgoutbox/pgoutbox/source"
 )
-
-// GapError means the slot cannot deliver every event after the checkpoint: the slot
-// is missing, was re-created, lost its WAL, or the checkpoint belongs to another
-// cluster or slot. pgoutbox refuses to start rather than skip events silently.
-type GapError struct {
-	Reason string
-}
-
-func (e *GapError) Error() string {
-	return "gap between checkpoint and slot: " + e.Reason +
-		"; pgoutbox will not skip events silently. Find what happened to the slot; to start anyway from the slot's position " +
-		"(events in the gap are not published; republish them from the outbox table if needed), run once with --accept-gap"
-}
-
-// backfillPending is the checkpoint LSN that marks a slot created for a backfill
-// that has not finished. No real position is 0/0.
-const backfillPending = 0
-
-// backfillPlan is a backfill to run before streaming: the slot's exported snapshot
-// and its consistent point, where the stream takes over.
-type backfillPlan struct {
-	snapshot   string
-	consistent source.LSN
-	// unfinished: the slot was created for a backfill that the local checkpoint
-	// says did not finish, and snapshot is empty. In exactly-once mode the Kafka
-	// checkpoint decides whether it did (see resumeBackfill).
-	unfinished bool
-}
 
 // prepare checks the server, role, table and publication, creating the publication
 // when it is missing.
@@ -110,146 +81,33 @@ func (r *relay) preparePublication(ctx context.Context, conn *source.Conn, table
 	return nil
 }
 
-// store returns the checkpoint store for this session.
-func (r *relay) store(ctx context.Context, conn *source.Conn) (checkpoint.Store, error) {
-	if r.cfg.CheckpointStore == StoreFile {
-		return r.file, nil
+// OpenStore is the one place the checkpoint store is chosen: the file, or the table
+// in the source database (created if missing and allowed). pgoutbox status uses it
+// too.
+func OpenStore(ctx context.Context, cfg Config, conn *source.Conn) (checkpoint.Store, error) {
+	if cfg.CheckpointStore == StoreFile {
+		return checkpoint.NewFile(cfg.CheckpointFile), nil
 	}
-	s := checkpoint.NewPostgres(conn.PgxConn(), r.cfg.CheckpointTable)
+	s := checkpoint.NewPostgres(conn.PgxConn(), cfg.CheckpointTable)
 	if err := s.Init(ctx); err != nil {
-		return nil, permanent(err)
+		return nil, err
 	}
 	return s, nil
 }
 
-// position decides where streaming starts: the newer of the checkpoint and the slot's
-// confirmed_flush_lsn, after ruling out a gap. It creates the slot on first start.
-func (r *relay) position(ctx context.Context, conn *source.Conn, stream *source.Stream, store checkpoint.Store, id checkpoint.Checkpoint, serverVersion int) (checkpoint.Checkpoint, *backfillPlan, error) {
-	cfg := r.cfg
-	// The slot first, then the checkpoint: an instance that streams saves the
-	// checkpoint before each confirm, so a checkpoint read after the slot is never
-	// behind it. Read the other way round, a confirm in between would look like a gap.
-	slot, found, err := conn.Slot(ctx, cfg.Slot)
+// publicationChecks: every this many status intervals (30 s by default) a
+// streaming session checks that the publication still covers the outbox table.
+const publicationChecks = 30
+
+// checkPublication reports the outbox table leaving the publication, or the
+// publication dropped, while streaming.
+func checkPublication(ctx context.Context, conn *source.Conn, name, table string) error {
+	pub, found, err := conn.Publication(ctx, name, table)
 	if err != nil {
-		return checkpoint.Checkpoint{}, nil, err
+		return err
 	}
-	if found {
-		if err := source.CheckSlot(slot, id.Database); err != nil {
-			return checkpoint.Checkpoint{}, nil, err
-		}
-		if slot.Active {
-			// Another process streams from it (another pgoutbox, or our own
-			// previous connection not yet gone): its position is moving, so judge
-			// nothing now and stand by.
-			return checkpoint.Checkpoint{}, nil, &source.ErrSlotActive{Msg: fmt.Sprintf("replication slot %q is active for PID %d", cfg.Slot, slot.ActivePID)}
-		}
-	}
-	cp, err := store.Load(ctx, cfg.Slot)
-	hasCP := err == nil
-	if err != nil && !errors.Is(err, checkpoint.ErrNotFound) {
-		return cp, nil, permanent(fmt.Errorf("load checkpoint from %s: %w", store.Describe(), err))
-	}
-	if hasCP {
-		if err := sameOrigin(cp, id); err != nil && !cfg.AcceptGap {
-			return cp, nil, err
-		}
-	}
-	if hasCP && cp.LSN == backfillPending && sameOrigin(cp, id) == nil {
-		// The slot was created for a backfill that did not finish: nothing was
-		// confirmed from it, so it is dropped and the backfill starts over.
-		if !cfg.Backfill {
-			return cp, nil, permanent(fmt.Errorf("a --backfill on slot %q did not finish (checkpoint %s says so); run again with --backfill to restart it", cfg.Slot, store.Describe()))
-		}
-		if found && cfg.ExactlyOnce {
-			// A crash may have come after the backfill's Kafka transaction
-			// committed but before the checkpoint was saved: the checkpoint
-			// topic knows, once this instance has fenced any other.
-			start := id
-			start.LSN = backfillPending
-			return start, &backfillPlan{consistent: slot.ConfirmedLSN, unfinished: true}, nil
-		}
-		r.log.Warn().Str("slot", cfg.Slot).Msg("the previous backfill did not finish; starting it over with a new slot (rows it published are published again)")
-		if found {
-			if err := stream.DropSlot(ctx, cfg.Slot); err != nil {
-				return cp, nil, fmt.Errorf("drop slot of the unfinished backfill: %w", err)
-			}
-		}
-		found, hasCP = false, false
-	}
-	switch {
-	case found && slot.WALStatus == "lost":
-		if !cfg.AcceptGap {
-			return cp, nil, &GapError{Reason: fmt.Sprintf("slot %q has wal_status 'lost': PostgreSQL removed WAL it still needed (max_slot_wal_keep_size), so events after %s are gone from WAL", cfg.Slot, slot.ConfirmedLSN)}
-		}
-		r.log.Warn().Str("slot", cfg.Slot).Msg("--accept-gap: dropping the lost slot and creating it again; events in the gap are not published")
-		if err := stream.DropSlot(ctx, cfg.Slot); err != nil {
-			return cp, nil, fmt.Errorf("drop lost slot: %w", err)
-		}
-		found = false
-	case !found && hasCP && !cfg.AcceptGap:
-		return cp, nil, &GapError{Reason: fmt.Sprintf("slot %q does not exist, but checkpoint %s says events up to %s were published from it; events committed since may exist only in the dropped slot's WAL", cfg.Slot, store.Describe(), cp.LSN)}
-	case found && hasCP && slot.ConfirmedLSN > cp.LSN && !cfg.AcceptGap:
-		return cp, nil, &GapError{Reason: fmt.Sprintf("slot %q is confirmed up to %s, past checkpoint %s at %s: the slot was re-created or advanced by another consumer, so events in between may never have been published (for several hosts, use --checkpoint-store postgres)", cfg.Slot, slot.ConfirmedLSN, store.Describe(), cp.LSN)}
-	}
-
-	start := id
 	if !found {
-		created, err := stream.CreateSlot(ctx, cfg.Slot, serverVersion, source.SlotOptions{Failover: cfg.SlotFailover, ExportSnapshot: cfg.Backfill})
-		if err != nil {
-			return cp, nil, err
-		}
-		r.log.Info().Str("slot", cfg.Slot).Stringer("consistent_point", created.ConsistentPoint).Msg("replication slot created")
-		start.LSN = created.ConsistentPoint
-		if cfg.Backfill {
-			// Until the backfill is done, the checkpoint says so: a crash
-			// restarts it instead of streaming past rows never published.
-			marker := start
-			marker.LSN = backfillPending
-			if err := r.save(ctx, store, marker); err != nil {
-				return cp, nil, err
-			}
-			return start, &backfillPlan{snapshot: created.Snapshot, consistent: created.ConsistentPoint}, nil
-		}
-	} else {
-		if cfg.Backfill {
-			r.log.Info().Str("slot", cfg.Slot).Msg("slot exists: --backfill applies only when pgoutbox creates the slot; streaming without it")
-		}
-		if cfg.SlotFailover {
-			failover, err := conn.SlotFailover(ctx, cfg.Slot, serverVersion)
-			if err != nil {
-				return cp, nil, err
-			}
-			if !failover {
-				if err := stream.AlterSlotFailover(ctx, cfg.Slot); err != nil {
-					return cp, nil, err
-				}
-				r.log.Info().Str("slot", cfg.Slot).Msg("slot is now a failover slot")
-			}
-		}
-		start.LSN = slot.ConfirmedLSN
-		if hasCP && cp.LSN > start.LSN && sameOrigin(cp, id) == nil {
-			// PostgreSQL 15 may lose a flush-only confirm in a crash; the checkpoint
-			// remembers it.
-			start.LSN = cp.LSN
-		}
+		return &source.SetupError{Msg: fmt.Sprintf("publication %q was dropped while pgoutbox streamed; re-create it (sql/publication.sql) — events committed meanwhile are not in the stream", name)}
 	}
-	if !hasCP || cp.LSN != start.LSN || sameOrigin(cp, id) != nil {
-		if err := r.save(ctx, store, start); err != nil {
-			return cp, nil, err
-		}
-	}
-	return start, nil, nil
-}
-
-// sameOrigin reports a checkpoint that belongs to another cluster, database or slot.
-func sameOrigin(cp, id checkpoint.Checkpoint) error {
-	switch {
-	case cp.Slot != id.Slot:
-		return &GapError{Reason: fmt.Sprintf("the checkpoint belongs to slot %q, not %q", cp.Slot, id.Slot)}
-	case cp.SystemID != "" && id.SystemID != "" && cp.SystemID != id.SystemID:
-		return &GapError{Reason: fmt.Sprintf("the checkpoint is from another PostgreSQL cluster (system identifier %s, this server is %s): a restored or re-initialized server has different WAL positions", cp.SystemID, id.SystemID)}
-	case cp.Database != "" && cp.Database != id.Database:
-		return &GapError{Reason: fmt.Sprintf("the checkpoint is from database %q, not %q", cp.Database, id.Database)}
-	}
-	return nil
+	return source.CheckPublication(pub, table)
 }

@@ -21,7 +21,10 @@ import (
 // Message is one record to produce. Produce copies everything it needs, so the
 // caller may reuse the Message and its byte slices as soon as Produce returns.
 type Message struct {
-	Topic     string
+	Topic string
+	// Partition is the partition to write to, or AnyPartition to let the
+	// partitioner hash the key.
+	Partition int32
 	Key       []byte // nil is a null key
 	Value     []byte // nil is a null value
 	Headers   []Header
@@ -31,7 +34,12 @@ type Message struct {
 	// Committed is the commit time of the message's transaction; the delivery
 	// report carries it back to measure commit-to-ack latency.
 	Committed time.Time
+	// DeadLetter marks a dead-letter record; its report says so.
+	DeadLetter bool
 }
+
+// AnyPartition lets the partitioner choose (murmur2 of the key, like Java).
+const AnyPartition int32 = kafka.PartitionAny
 
 // Header is one record header.
 type Header struct {
@@ -85,15 +93,14 @@ var inflightPool = sync.Pool{New: func() any { return new(inflight) }}
 
 // Producer is an idempotent librdkafka producer.
 //
-// Produce is called by one goroutine (the replication loop) and Run by another; they
-// share only librdkafka, which is safe for that.
+// Produce, ProduceCheckpoint and the transaction calls are made by one goroutine (the
+// replication loop) and Run by another; they share only librdkafka, which is safe
+// for that.
 type Producer struct {
 	p   *kafka.Producer
 	log zerolog.Logger
 	msg kafka.Message // reused by Produce
 	hdr []kafka.Header
-
-	dlMu sync.Mutex // guards the rare produce paths (dead letters, checkpoint records)
 
 	brokersDown bool // owned by Run
 	authFailed  bool // owned by Run
@@ -153,26 +160,20 @@ func primeProducerID(p *kafka.Producer) {
 var ErrQueueFull = errors.New("kafka producer queue is full")
 
 // Produce enqueues m. The outcome arrives on Run's handler, except when Produce
-// returns an error: then no report will come for m. Produce is called by one
-// goroutine only.
+// returns an error: then no report will come for m. ErrQueueFull means librdkafka's
+// queue is full: wait for reports and try again.
 func (p *Producer) Produce(m *Message) error {
-	return p.produce(m, &p.msg, &p.hdr, kindEvent)
+	kd := kindEvent
+	if m.DeadLetter {
+		kd = kindDeadLetter
+	}
+	return p.produce(m, kd)
 }
 
-// ProduceDeadLetter enqueues a dead-letter record; its report has DeadLetter set.
-// Rare, so it may be called from any goroutine. It does not wait when the queue is
-// full (the report goroutine must not block), it returns ErrQueueFull.
-func (p *Producer) ProduceDeadLetter(m *Message) error {
-	p.dlMu.Lock()
-	defer p.dlMu.Unlock()
-	var k kafka.Message
-	var hdr []kafka.Header
-	return p.produce(m, &k, &hdr, kindDeadLetter)
-}
-
-func (p *Producer) produce(m *Message, k *kafka.Message, hdr *[]kafka.Header, kd kind) error {
+func (p *Producer) produce(m *Message, kd kind) error {
+	k, hdr := &p.msg, &p.hdr
 	topic := m.Topic
-	k.TopicPartition = kafka.TopicPartition{Topic: &topic, Partition: kafka.PartitionAny}
+	k.TopicPartition = kafka.TopicPartition{Topic: &topic, Partition: m.Partition}
 	k.Key = m.Key
 	k.Value = m.Value
 	k.Timestamp = m.Timestamp
@@ -189,7 +190,7 @@ func (p *Producer) produce(m *Message, k *kafka.Message, hdr *[]kafka.Header, kd
 	in.bytes = len(m.Key) + len(m.Value)
 	k.Opaque = in
 	err := p.p.Produce(k, nil)
-	k.Opaque = nil
+	k.Opaque, k.Key, k.Value, k.Headers = nil, nil, nil, nil
 	if err != nil {
 		inflightPool.Put(in)
 		var kerr kafka.Error

@@ -6,40 +6,35 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
 	"github.com/jackc/pglogrepl"
 	"github.com/rs/zerolog"
+
+	"github.com/pgoutbox/pgoutbox/checkpoint"
 )
 
-// TxnCheckpoint is the record pgoutbox writes to the checkpoint topic in every Kafka
-// transaction, next to the events: the transaction's events and this record become
-// visible together or not at all, so on restart the record says exactly which
-// events read_committed consumers have seen.
-type TxnCheckpoint struct {
-	Slot     string `json:"slot"`
-	SystemID string `json:"system_id"`
-	Database string `json:"database"`
-	// LSN is the commit end LSN of the newest PostgreSQL transaction whose events
-	// are all in Kafka.
-	LSN pglogrepl.LSN `json:"-"`
-	// PartialFinal and PartialEvents describe a PostgreSQL transaction split across
-	// Kafka transactions (it was larger than a batch): its final LSN and how many of
-	// its events, in stream order, are already in Kafka.
-	PartialFinal  pglogrepl.LSN `json:"-"`
-	PartialEvents int           `json:"partial_events,omitempty"`
-	UpdatedAt     time.Time     `json:"updated_at"`
+// checkpointRecord is the JSON form of the record pgoutbox writes to the checkpoint
+// topic in every Kafka transaction, next to the events: the transaction's events and
+// this record become visible together or not at all, so on restart the record says
+// exactly which events read_committed consumers have seen (see checkpoint.Checkpoint
+// for the fields).
+type checkpointRecord struct {
+	Slot          string    `json:"slot"`
+	SystemID      string    `json:"system_id"`
+	Database      string    `json:"database"`
+	Timeline      int32     `json:"timeline,omitempty"`
+	LSN           string    `json:"lsn"`
+	PartialFinal  string    `json:"partial_final,omitempty"`
+	PartialEvents int       `json:"partial_events,omitempty"`
+	UpdatedAt     time.Time `json:"updated_at"`
 }
 
-type txnCheckpointJSON struct {
-	TxnCheckpoint
-	LSN          string `json:"lsn"`
-	PartialFinal string `json:"partial_final,omitempty"`
-}
-
-func (c TxnCheckpoint) marshal() []byte {
-	j := txnCheckpointJSON{TxnCheckpoint: c, LSN: c.LSN.String()}
+func marshalCheckpoint(c checkpoint.Checkpoint) []byte {
+	j := checkpointRecord{Slot: c.Slot, SystemID: c.SystemID, Database: c.Database, Timeline: c.Timeline,
+		LSN: c.LSN.String(), PartialEvents: c.PartialEvents, UpdatedAt: c.UpdatedAt}
 	if c.PartialEvents > 0 {
 		j.PartialFinal = c.PartialFinal.String()
 	}
@@ -47,12 +42,13 @@ func (c TxnCheckpoint) marshal() []byte {
 	return b
 }
 
-func unmarshalTxnCheckpoint(b []byte) (TxnCheckpoint, error) {
-	var j txnCheckpointJSON
+func unmarshalCheckpoint(b []byte) (checkpoint.Checkpoint, error) {
+	var j checkpointRecord
 	if err := json.Unmarshal(b, &j); err != nil {
-		return TxnCheckpoint{}, err
+		return checkpoint.Checkpoint{}, err
 	}
-	c := j.TxnCheckpoint
+	c := checkpoint.Checkpoint{Slot: j.Slot, SystemID: j.SystemID, Database: j.Database, Timeline: j.Timeline,
+		PartialEvents: j.PartialEvents, UpdatedAt: j.UpdatedAt}
 	var err error
 	if c.LSN, err = pglogrepl.ParseLSN(j.LSN); err != nil {
 		return c, fmt.Errorf("lsn %q: %w", j.LSN, err)
@@ -64,6 +60,12 @@ func unmarshalTxnCheckpoint(b []byte) (TxnCheckpoint, error) {
 	}
 	return c, nil
 }
+
+// checkpointPartition is the partition of the checkpoint topic pgoutbox writes and
+// reads: records are keyed by transactional id, but hashing keys over the partitions
+// of a topic someone created with more than one would scatter them where the reader
+// does not look.
+const checkpointPartition = 0
 
 // transactionTimeout is how long a Kafka transaction may stay open before the broker
 // aborts it. librdkafka also uses it as the message timeout in transactional mode.
@@ -129,6 +131,15 @@ func (p *Producer) CommitTransaction(ctx context.Context) error {
 	}
 }
 
+// Flush waits up to timeout for every queued message to be delivered and returns how
+// many are still outstanding. CommitTransaction flushes too, but cannot be
+// interrupted: if a message fails while it flushes, it waits its whole timeout for
+// messages that will never be sent. Flushing first, in short steps, lets the caller
+// give up when a delivery report has doomed the transaction.
+func (p *Producer) Flush(timeout time.Duration) int {
+	return p.p.Flush(max(1, int(timeout.Milliseconds())))
+}
+
 // AbortTransaction aborts the open transaction.
 func (p *Producer) AbortTransaction(ctx context.Context) error {
 	if err := p.p.AbortTransaction(ctx); err != nil {
@@ -138,32 +149,29 @@ func (p *Producer) AbortTransaction(ctx context.Context) error {
 }
 
 // ProduceCheckpoint adds the checkpoint record to the open transaction. Its delivery
-// report has Control set.
-func (p *Producer) ProduceCheckpoint(topic, key string, cp TxnCheckpoint) error {
-	p.dlMu.Lock()
-	defer p.dlMu.Unlock()
-	var k kafka.Message
-	var hdr []kafka.Header
-	m := &Message{Topic: topic, Key: []byte(key), Value: cp.marshal()}
-	return p.produce(m, &k, &hdr, kindControl)
+// report has Control set. ErrQueueFull means: wait and try again.
+func (p *Producer) ProduceCheckpoint(topic, key string, cp checkpoint.Checkpoint) error {
+	m := &Message{Topic: topic, Partition: checkpointPartition, Key: []byte(key), Value: marshalCheckpoint(cp)}
+	return p.produce(m, kindControl)
 }
 
 // EndStaleTransaction makes sure no transaction of an older instance with the same
-// transactional id can still commit. Real Kafka aborts a fenced producer's open
-// transaction in InitTransactions; some brokers (kfake before franz-go PR #1398)
-// leave it attached to the transactional id, and the next commit would publish the
-// dead instance's half-written batch. Aborting a transaction of our own, after a
-// record really reached the broker, ends it on any broker. The record is a copy of
-// the newest checkpoint record, so it is harmless even where it is seen.
-func (p *Producer) EndStaleTransaction(ctx context.Context, topic, key string, cp TxnCheckpoint) error {
+// transactional id can still commit. Real Kafka (4.3, checked) aborts a fenced
+// producer's open transaction in InitTransactions; kfake (963be6fd5989, the version
+// the tests use) leaves it attached to the transactional id, and the next commit
+// would publish the dead instance's half-written batch, while until then it holds
+// back what read_committed readers of its partitions see. Aborting a transaction of
+// our own, after a record really reached the broker, ends it on any broker; on Kafka
+// it costs one small aborted transaction at start. The record (cp) is never visible.
+func (p *Producer) EndStaleTransaction(ctx context.Context, topic, key string, cp checkpoint.Checkpoint) error {
 	if err := p.BeginTransaction(); err != nil {
 		return err
 	}
 	report := make(chan kafka.Event, 1)
 	err := p.p.Produce(&kafka.Message{
-		TopicPartition: kafka.TopicPartition{Topic: &topic, Partition: kafka.PartitionAny},
+		TopicPartition: kafka.TopicPartition{Topic: &topic, Partition: checkpointPartition},
 		Key:            []byte(key),
-		Value:          cp.marshal(),
+		Value:          marshalCheckpoint(cp),
 	}, report)
 	if err != nil {
 		return fmt.Errorf("end stale transaction: %w", err)
@@ -180,7 +188,8 @@ func (p *Producer) EndStaleTransaction(ctx context.Context, topic, key string, c
 }
 
 // EnsureCheckpointTopic creates the checkpoint topic, compacted with one partition,
-// unless it exists.
+// unless it exists; an existing one must be compacted, or the broker's retention
+// would one day delete the only record that says what is in Kafka.
 func (p *Producer) EnsureCheckpointTopic(ctx context.Context, topic string) error {
 	admin, err := kafka.NewAdminClientFromProducer(p.p)
 	if err != nil {
@@ -197,18 +206,54 @@ func (p *Producer) EnsureCheckpointTopic(ctx context.Context, topic string) erro
 		return fmt.Errorf("create checkpoint topic %s: %w", topic, err)
 	}
 	for _, r := range res {
-		if c := r.Error.Code(); c != kafka.ErrNoError && c != kafka.ErrTopicAlreadyExists {
+		switch c := r.Error.Code(); c {
+		case kafka.ErrNoError:
+			return nil
+		case kafka.ErrTopicAlreadyExists:
+		default:
 			return fmt.Errorf("create checkpoint topic %s: %w", topic, r.Error)
+		}
+	}
+	cfgs, err := admin.DescribeConfigs(ctx, []kafka.ConfigResource{{Type: kafka.ResourceTopic, Name: topic}})
+	if err != nil {
+		return fmt.Errorf("describe checkpoint topic %s: %w", topic, err)
+	}
+	for _, c := range cfgs {
+		if c.Error.Code() != kafka.ErrNoError {
+			return fmt.Errorf("describe checkpoint topic %s: %w", topic, c.Error)
+		}
+		if policy := c.Config["cleanup.policy"].Value; !strings.Contains(policy, "compact") {
+			return &SetupError{Msg: fmt.Sprintf("checkpoint topic %s has cleanup.policy=%s; it must be compacted, or retention deletes the record that says what is in Kafka: "+
+				"run kafka-configs --alter --entity-type topics --entity-name %s --add-config cleanup.policy=compact, or name another topic with --checkpoint-topic", topic, policy, topic)}
 		}
 	}
 	return nil
 }
 
+// SetupError is a Kafka setup mistake that no retry fixes.
+type SetupError struct{ Msg string }
+
+func (e *SetupError) Error() string { return e.Msg }
+
 // ReadCheckpoint returns the newest committed checkpoint record with key, reading the
-// checkpoint topic with read_committed. It must run after InitTransactions, which
-// aborts a transaction a crashed instance left open: until then the open
-// transaction would hold back what read_committed can read.
-func ReadCheckpoint(ctx context.Context, cfg Config, topic, key string) (TxnCheckpoint, bool, error) {
+// checkpoint topic's partition with read_committed. It must run after
+// InitTransactions, which aborts a transaction a crashed instance with this key left
+// open.
+//
+// Instances of other slots may share the topic, and an open transaction of theirs
+// holds back the last stable offset a read_committed reader stops at, maybe before
+// this instance's own newest record. So ReadCheckpoint first waits until the last
+// stable offset reaches the end of the log as it was when it started: every
+// transaction open then has finished (they commit within --txn-interval, or the
+// broker aborts them after transaction.timeout.ms).
+func (p *Producer) ReadCheckpoint(ctx context.Context, cfg Config, topic, key string) (checkpoint.Checkpoint, bool, error) {
+	stable, err := p.stableEnd(ctx, topic)
+	if err != nil {
+		return checkpoint.Checkpoint{}, false, err
+	}
+	if stable == 0 {
+		return checkpoint.Checkpoint{}, false, nil
+	}
 	cm := kafka.ConfigMap{
 		"bootstrap.servers":    cfg.Brokers,
 		"group.id":             "pgoutbox-checkpoint-reader",
@@ -216,6 +261,9 @@ func ReadCheckpoint(ctx context.Context, cfg Config, topic, key string) (TxnChec
 		"enable.auto.commit":   false,
 		"enable.partition.eof": true,
 		"auto.offset.reset":    "earliest",
+		// The read ends at the log's end: do not let the broker hold the last
+		// fetch for half a second waiting for more.
+		"fetch.wait.max.ms": 10,
 	}
 	for k, v := range cfg.Properties {
 		if consumerProperty(k) {
@@ -224,48 +272,90 @@ func ReadCheckpoint(ctx context.Context, cfg Config, topic, key string) (TxnChec
 	}
 	c, err := kafka.NewConsumer(&cm)
 	if err != nil {
-		return TxnCheckpoint{}, false, fmt.Errorf("read checkpoint topic: %w", err)
+		return checkpoint.Checkpoint{}, false, fmt.Errorf("read checkpoint topic: %w", err)
 	}
 	defer c.Close()
-	_, high, err := c.QueryWatermarkOffsets(topic, 0, int(time.Until(deadline(ctx, 30*time.Second)).Milliseconds()))
-	if err != nil {
-		return TxnCheckpoint{}, false, fmt.Errorf("read checkpoint topic %s: %w", topic, err)
-	}
 	// Each Kafka transaction adds a record and a commit marker: the newest record
 	// for key is usually among the last few hundred offsets. Read from there, and
 	// from the beginning only if it is not.
-	for _, from := range []int64{max(0, high-512), 0} {
-		cp, found, err := scanCheckpoint(ctx, c, topic, key, from)
+	for _, from := range []int64{max(0, stable-512), 0} {
+		cp, found, err := scanCheckpoint(ctx, c, topic, key, from, stable)
 		if err != nil || found || from == 0 {
 			return cp, found, err
 		}
 	}
-	return TxnCheckpoint{}, false, nil
+	return checkpoint.Checkpoint{}, false, nil
 }
 
-func scanCheckpoint(ctx context.Context, c *kafka.Consumer, topic, key string, from int64) (TxnCheckpoint, bool, error) {
-	err := c.Assign([]kafka.TopicPartition{{Topic: &topic, Partition: 0, Offset: kafka.Offset(from)}})
+// stableEnd waits until the checkpoint partition's last stable offset reaches its
+// end offset as first seen, and returns it.
+func (p *Producer) stableEnd(ctx context.Context, topic string) (int64, error) {
+	admin, err := kafka.NewAdminClientFromProducer(p.p)
 	if err != nil {
-		return TxnCheckpoint{}, false, fmt.Errorf("read checkpoint topic %s: %w", topic, err)
+		return 0, fmt.Errorf("read checkpoint topic: %w", err)
 	}
-	var cp TxnCheckpoint
+	defer admin.Close()
+	tp := kafka.TopicPartition{Topic: &topic, Partition: checkpointPartition}
+	offset := func(level kafka.IsolationLevel) (int64, error) {
+		res, err := admin.ListOffsets(ctx, map[kafka.TopicPartition]kafka.OffsetSpec{tp: kafka.LatestOffsetSpec}, kafka.SetAdminIsolationLevel(level))
+		if err != nil {
+			return 0, fmt.Errorf("read checkpoint topic %s: %w", topic, err)
+		}
+		for _, info := range res.ResultInfos {
+			if info.Error.Code() != kafka.ErrNoError {
+				return 0, fmt.Errorf("read checkpoint topic %s: %w", topic, info.Error)
+			}
+			return int64(info.Offset), nil
+		}
+		return 0, fmt.Errorf("read checkpoint topic %s: no offset for partition %d", topic, checkpointPartition)
+	}
+	end, err := offset(kafka.IsolationLevelReadUncommitted)
+	if err != nil {
+		return 0, err
+	}
+	for {
+		stable, err := offset(kafka.IsolationLevelReadCommitted)
+		if err != nil || stable >= end {
+			return stable, err
+		}
+		select {
+		case <-ctx.Done():
+			return 0, fmt.Errorf("read checkpoint topic %s: a transaction of another producer holds its last stable offset at %d, below %d: %w", topic, stable, end, ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// scanCheckpoint reads the partition from offset from up to offset end (exclusive)
+// and returns the last record with key.
+func scanCheckpoint(ctx context.Context, c *kafka.Consumer, topic, key string, from, end int64) (checkpoint.Checkpoint, bool, error) {
+	err := c.Assign([]kafka.TopicPartition{{Topic: &topic, Partition: checkpointPartition, Offset: kafka.Offset(from)}})
+	if err != nil {
+		return checkpoint.Checkpoint{}, false, fmt.Errorf("read checkpoint topic %s: %w", topic, err)
+	}
+	var cp checkpoint.Checkpoint
 	found := false
 	for {
 		if ctx.Err() != nil {
 			return cp, false, fmt.Errorf("read checkpoint topic %s: %w", topic, ctx.Err())
 		}
-		switch e := c.Poll(200).(type) {
+		switch e := c.Poll(50).(type) {
 		case *kafka.Message:
+			if int64(e.TopicPartition.Offset) >= end {
+				return cp, found, nil
+			}
 			if string(e.Key) != key {
 				continue
 			}
-			rec, err := unmarshalTxnCheckpoint(e.Value)
+			rec, err := unmarshalCheckpoint(e.Value)
 			if err != nil {
 				return cp, false, fmt.Errorf("checkpoint record at %s offset %d: %w", topic, e.TopicPartition.Offset, err)
 			}
 			cp, found = rec, true
 		case kafka.PartitionEOF:
-			return cp, found, nil
+			if int64(e.Offset) >= end {
+				return cp, found, nil
+			}
 		case kafka.Error:
 			if e.IsFatal() || e.Code() == kafka.ErrUnknownTopicOrPart {
 				return cp, false, fmt.Errorf("read checkpoint topic %s: %w", topic, e)
@@ -283,11 +373,4 @@ func consumerProperty(k string) bool {
 		}
 	}
 	return false
-}
-
-func deadline(ctx context.Context, d time.Duration) time.Time {
-	if dl, ok := ctx.Deadline(); ok {
-		return dl
-	}
-	return time.Now().Add(d)
 }

@@ -287,12 +287,11 @@ func (c *Conn) SlotFailover(ctx context.Context, name string, serverVersion int)
 	return failover, nil
 }
 
-// WALPosition is the server's current WAL insert position.
-func (c *Conn) WALPosition(ctx context.Context) (LSN, error) {
-	var lsn LSN
-	err := c.conn.QueryRow(ctx, `SELECT CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END`).Scan(&lsn)
-	if err != nil {
-		return 0, fmt.Errorf("read WAL position: %w", err)
+// WalSenderTimeout returns the server's wal_sender_timeout (0: disabled).
+func (c *Conn) WalSenderTimeout(ctx context.Context) (time.Duration, error) {
+	var ms int64
+	if err := c.conn.QueryRow(ctx, `SELECT setting::bigint FROM pg_settings WHERE name = 'wal_sender_timeout'`).Scan(&ms); err != nil {
+		return 0, fmt.Errorf("read wal_sender_timeout: %w", err)
 	}
-	return lsn, nil
+	return time.Duration(ms) * time.Millisecond, nil
 }

@@ -1,18 +1,17 @@
-package tracker
+package ledger
 
 import (
 	"testing"
-
-	"github.com/jackc/pglogrepl"
+	"time"
 )
 
-// BenchmarkTracker measures Add, Done and Safe per event, with a Commit and
+// BenchmarkLedger measures Add, Done and Safe per event, with a Commit and
 // Begin every 16 events.
-func BenchmarkTracker(b *testing.B) {
+func BenchmarkLedger(b *testing.B) {
 	b.Run("in-order", func(b *testing.B) {
 		tr := New(1<<10, 1<<10)
-		final := pglogrepl.LSN(10)
-		if err := tr.Begin(final); err != nil {
+		final := LSN(10)
+		if err := tr.Begin(final, time.Time{}); err != nil {
 			b.Fatal(err)
 		}
 		n := 0
@@ -36,11 +35,11 @@ func BenchmarkTracker(b *testing.B) {
 	b.Run("shuffled", func(b *testing.B) {
 		const window = 256
 		tr := New(1<<10, 1<<10)
-		final := pglogrepl.LSN(10)
-		if err := tr.Begin(final); err != nil {
+		final := LSN(10)
+		if err := tr.Begin(final, time.Time{}); err != nil {
 			b.Fatal(err)
 		}
-		var toks [window]pglogrepl.LSN
+		var toks [window]LSN
 		n := 0
 		for i := range toks {
 			tok, err := tr.Add()
@@ -76,11 +75,11 @@ func BenchmarkTracker(b *testing.B) {
 }
 
 // commitBegin commits the open transaction and begins the next one.
-func commitBegin(b *testing.B, tr *Tracker, final pglogrepl.LSN) pglogrepl.LSN {
+func commitBegin(b *testing.B, tr *Ledger, final LSN) LSN {
 	if err := tr.Commit(final + 5); err != nil {
 		b.Fatal(err)
 	}
-	if err := tr.Begin(final + 10); err != nil {
+	if err := tr.Begin(final+10, time.Time{}); err != nil {
 		b.Fatal(err)
 	}
 	return final + 10

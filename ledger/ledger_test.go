@@ -1,10 +1,9 @@
-package tracker
+package ledger
 
 import (
 	"errors"
 	"testing"
-
-	"github.com/jackc/pglogrepl"
+	"time"
 )
 
 // must fails the test on an unexpected error.
@@ -16,7 +15,7 @@ func must(t *testing.T, err error) {
 }
 
 // add calls Add and fails the test on error.
-func add(t *testing.T, tr *Tracker) pglogrepl.LSN {
+func add(t *testing.T, tr *Ledger) LSN {
 	t.Helper()
 	tok, err := tr.Add()
 	must(t, err)
@@ -32,7 +31,7 @@ func wantErr(t *testing.T, err, target error) {
 }
 
 // wantSafe fails the test unless Safe returns want.
-func wantSafe(t *testing.T, tr *Tracker, want pglogrepl.LSN) {
+func wantSafe(t *testing.T, tr *Ledger, want LSN) {
 	t.Helper()
 	if got := tr.Safe(); got != want {
 		t.Fatalf("Safe() = %s, want %s", got, want)
@@ -65,7 +64,7 @@ func TestNewIsIdle(t *testing.T) {
 
 func TestBegin(t *testing.T) {
 	tr := New(10, 10)
-	must(t, tr.Begin(100))
+	must(t, tr.Begin(100, time.Time{}))
 	if final, ok := tr.Open(); !ok || final != 100 {
 		t.Fatalf("Open() = %s, %v, want 100, true", final, ok)
 	}
@@ -76,8 +75,8 @@ func TestBegin(t *testing.T) {
 
 func TestBeginWhileOpen(t *testing.T) {
 	tr := New(10, 10)
-	must(t, tr.Begin(100))
-	wantErr(t, tr.Begin(200), ErrOpen)
+	must(t, tr.Begin(100, time.Time{}))
+	wantErr(t, tr.Begin(200, time.Time{}), ErrOpen)
 	if final, _ := tr.Open(); final != 100 {
 		t.Fatalf("failed Begin replaced the open transaction: %s", final)
 	}
@@ -85,7 +84,7 @@ func TestBeginWhileOpen(t *testing.T) {
 
 func TestBeginZero(t *testing.T) {
 	tr := New(10, 10)
-	wantErr(t, tr.Begin(0), ErrOrder)
+	wantErr(t, tr.Begin(0, time.Time{}), ErrOrder)
 	if !tr.Idle() {
 		t.Fatal("failed Begin left a transaction behind")
 	}
@@ -93,13 +92,13 @@ func TestBeginZero(t *testing.T) {
 
 func TestBeginOrder(t *testing.T) {
 	tr := New(10, 10)
-	must(t, tr.Begin(100))
+	must(t, tr.Begin(100, time.Time{}))
 	must(t, tr.Commit(200))
-	for _, final := range []pglogrepl.LSN{100, 150, 199} {
-		wantErr(t, tr.Begin(final), ErrOrder)
+	for _, final := range []LSN{100, 150, 199} {
+		wantErr(t, tr.Begin(final, time.Time{}), ErrOrder)
 	}
 	// The next commit record may start right where the previous one ended.
-	must(t, tr.Begin(200))
+	must(t, tr.Begin(200, time.Time{}))
 }
 
 func TestBeginBeforeSafe(t *testing.T) {
@@ -107,13 +106,13 @@ func TestBeginBeforeSafe(t *testing.T) {
 	if !tr.Advance(500) {
 		t.Fatal("Advance on an idle tracker did not move")
 	}
-	wantErr(t, tr.Begin(499), ErrOrder)
-	must(t, tr.Begin(500))
+	wantErr(t, tr.Begin(499, time.Time{}), ErrOrder)
+	must(t, tr.Begin(500, time.Time{}))
 }
 
 func TestAdd(t *testing.T) {
 	tr := New(10, 10)
-	must(t, tr.Begin(100))
+	must(t, tr.Begin(100, time.Time{}))
 	for i := 1; i <= 3; i++ {
 		if tok := add(t, tr); tok != 100 {
 			t.Fatalf("Add() = %s, want token 100", tok)
@@ -128,7 +127,7 @@ func TestAddWithoutTransaction(t *testing.T) {
 	tr := New(10, 10)
 	_, err := tr.Add()
 	wantErr(t, err, ErrNotOpen)
-	must(t, tr.Begin(100))
+	must(t, tr.Begin(100, time.Time{}))
 	must(t, tr.Commit(200))
 	_, err = tr.Add()
 	wantErr(t, err, ErrNotOpen)
@@ -139,7 +138,7 @@ func TestAddWithoutTransaction(t *testing.T) {
 
 func TestAddWhenFull(t *testing.T) {
 	tr := New(2, 10)
-	must(t, tr.Begin(100))
+	must(t, tr.Begin(100, time.Time{}))
 	add(t, tr)
 	add(t, tr)
 	if !tr.Full() {
@@ -154,7 +153,7 @@ func TestAddWhenFull(t *testing.T) {
 
 func TestCommit(t *testing.T) {
 	tr := New(10, 10)
-	must(t, tr.Begin(100))
+	must(t, tr.Begin(100, time.Time{}))
 	tok := add(t, tr)
 	must(t, tr.Commit(200))
 	if _, ok := tr.Open(); ok {
@@ -168,7 +167,7 @@ func TestCommit(t *testing.T) {
 func TestCommitWithoutTransaction(t *testing.T) {
 	tr := New(10, 10)
 	wantErr(t, tr.Commit(200), ErrNotOpen)
-	must(t, tr.Begin(100))
+	must(t, tr.Begin(100, time.Time{}))
 	must(t, tr.Commit(200))
 	wantErr(t, tr.Commit(300), ErrNotOpen)
 	wantSafe(t, tr, 200)
@@ -176,7 +175,7 @@ func TestCommitWithoutTransaction(t *testing.T) {
 
 func TestCommitNotAfterFinal(t *testing.T) {
 	tr := New(10, 10)
-	must(t, tr.Begin(100))
+	must(t, tr.Begin(100, time.Time{}))
 	// CommitMessage.CommitLSN equals the final LSN: confirming it replays
 	// the transaction, so it must not be taken for the end LSN.
 	wantErr(t, tr.Commit(100), ErrOrder)
@@ -190,15 +189,15 @@ func TestCommitNotAfterFinal(t *testing.T) {
 
 func TestZeroEventTransactions(t *testing.T) {
 	tr := New(10, 10)
-	must(t, tr.Begin(100))
+	must(t, tr.Begin(100, time.Time{}))
 	must(t, tr.Commit(110))
 	wantSafe(t, tr, 110)
 
 	// Behind a transaction with an event in flight, an empty one waits.
-	must(t, tr.Begin(120))
+	must(t, tr.Begin(120, time.Time{}))
 	tok := add(t, tr)
 	must(t, tr.Commit(130))
-	must(t, tr.Begin(140))
+	must(t, tr.Begin(140, time.Time{}))
 	must(t, tr.Commit(150))
 	wantSafe(t, tr, 110)
 	must(t, tr.Done(tok))
@@ -210,13 +209,13 @@ func TestZeroEventTransactions(t *testing.T) {
 
 func TestDoneOutOfOrder(t *testing.T) {
 	tr := New(100, 100)
-	must(t, tr.Begin(100))
+	must(t, tr.Begin(100, time.Time{}))
 	t1a, t1b := add(t, tr), add(t, tr)
 	must(t, tr.Commit(200))
-	must(t, tr.Begin(300))
+	must(t, tr.Begin(300, time.Time{}))
 	t2 := add(t, tr)
 	must(t, tr.Commit(400))
-	must(t, tr.Begin(500))
+	must(t, tr.Begin(500, time.Time{}))
 	t3 := add(t, tr)
 	must(t, tr.Commit(600))
 
@@ -236,7 +235,7 @@ func TestDoneOutOfOrder(t *testing.T) {
 
 func TestDoneBeforeCommit(t *testing.T) {
 	tr := New(10, 10)
-	must(t, tr.Begin(100))
+	must(t, tr.Begin(100, time.Time{}))
 	must(t, tr.Done(add(t, tr)))
 	wantSafe(t, tr, 0)
 	if tr.Idle() {
@@ -250,13 +249,13 @@ func TestDoneBeforeCommit(t *testing.T) {
 func TestDoneUnknownToken(t *testing.T) {
 	tr := New(10, 10)
 	wantErr(t, tr.Done(100), ErrUnknownToken)
-	must(t, tr.Begin(100))
+	must(t, tr.Begin(100, time.Time{}))
 	tok := add(t, tr)
 	must(t, tr.Commit(200))
-	must(t, tr.Begin(300))
+	must(t, tr.Begin(300, time.Time{}))
 	add(t, tr)
 	must(t, tr.Commit(400))
-	for _, tok := range []pglogrepl.LSN{50, 150, 200, 350, 500} {
+	for _, tok := range []LSN{50, 150, 200, 350, 500} {
 		wantErr(t, tr.Done(tok), ErrUnknownToken)
 	}
 	// A transaction that became safe is gone; its tokens are unknown.
@@ -270,10 +269,10 @@ func TestDoneUnknownToken(t *testing.T) {
 
 func TestDoneDoubleAck(t *testing.T) {
 	tr := New(10, 10)
-	must(t, tr.Begin(100))
+	must(t, tr.Begin(100, time.Time{}))
 	t1 := add(t, tr)
 	must(t, tr.Commit(200))
-	must(t, tr.Begin(300))
+	must(t, tr.Begin(300, time.Time{}))
 	t2 := add(t, tr)
 	must(t, tr.Done(t2))
 	// The open transaction has nothing in flight.
@@ -290,10 +289,10 @@ func TestDoneDoubleAck(t *testing.T) {
 
 func TestDoneBinarySearch(t *testing.T) {
 	tr := New(1000, 1000)
-	var toks []pglogrepl.LSN
+	var toks []LSN
 	for i := range 50 {
-		final := pglogrepl.LSN(10 + 10*i)
-		must(t, tr.Begin(final))
+		final := LSN(10 + 10*i)
+		must(t, tr.Begin(final, time.Time{}))
 		toks = append(toks, add(t, tr))
 		must(t, tr.Commit(final+5))
 	}
@@ -313,7 +312,7 @@ func TestDoneBinarySearch(t *testing.T) {
 
 func TestSafeMonotonic(t *testing.T) {
 	tr := New(10, 10)
-	must(t, tr.Begin(100))
+	must(t, tr.Begin(100, time.Time{}))
 	must(t, tr.Commit(200))
 	wantSafe(t, tr, 200)
 	wantSafe(t, tr, 200) // Safe is a read and can be called again.
@@ -333,7 +332,7 @@ func TestAdvance(t *testing.T) {
 		t.Fatal("Advance moved to a position not ahead of safe")
 	}
 
-	must(t, tr.Begin(100))
+	must(t, tr.Begin(100, time.Time{}))
 	if tr.Advance(1000) {
 		t.Fatal("Advance moved with an open transaction")
 	}
@@ -342,7 +341,7 @@ func TestAdvance(t *testing.T) {
 	if tr.Advance(1000) {
 		t.Fatal("Advance moved with an event in flight")
 	}
-	must(t, tr.Begin(300))
+	must(t, tr.Begin(300, time.Time{}))
 	must(t, tr.Commit(400))
 	must(t, tr.Done(tok))
 	wantSafe(t, tr, 400)
@@ -354,14 +353,14 @@ func TestAdvance(t *testing.T) {
 
 func TestAdvanceWithCommittedWaiting(t *testing.T) {
 	tr := New(10, 10)
-	must(t, tr.Begin(100))
+	must(t, tr.Begin(100, time.Time{}))
 	tok := add(t, tr)
 	must(t, tr.Done(tok))
 	must(t, tr.Commit(200))
-	must(t, tr.Begin(300))
+	must(t, tr.Begin(300, time.Time{}))
 	tok = add(t, tr)
 	must(t, tr.Commit(400))
-	must(t, tr.Begin(500))
+	must(t, tr.Begin(500, time.Time{}))
 	must(t, tr.Commit(600))
 	// 600 is committed and acked but waits for 300..400: not idle.
 	if tr.Idle() || tr.Advance(700) {
@@ -379,11 +378,11 @@ func TestIdle(t *testing.T) {
 		do   func() error
 		idle bool
 	}{
-		{"begin", func() error { return tr.Begin(100) }, false},
+		{"begin", func() error { return tr.Begin(100, time.Time{}) }, false},
 		{"add", func() error { _, err := tr.Add(); return err }, false},
 		{"commit", func() error { return tr.Commit(200) }, false},
 		{"done", func() error { return tr.Done(100) }, true},
-		{"empty begin", func() error { return tr.Begin(300) }, false},
+		{"empty begin", func() error { return tr.Begin(300, time.Time{}) }, false},
 		{"empty commit", func() error { return tr.Commit(400) }, true},
 	}
 	for _, s := range steps {
@@ -396,8 +395,8 @@ func TestIdle(t *testing.T) {
 
 func TestFullEvents(t *testing.T) {
 	tr := New(3, 100)
-	must(t, tr.Begin(100))
-	var toks []pglogrepl.LSN
+	must(t, tr.Begin(100, time.Time{}))
+	var toks []LSN
 	for range 3 {
 		if tr.Full() {
 			t.Fatalf("Full with %d events in flight, limit 3", tr.InFlight())
@@ -416,10 +415,10 @@ func TestFullEvents(t *testing.T) {
 
 func TestFullTransactions(t *testing.T) {
 	tr := New(100, 2)
-	must(t, tr.Begin(100))
+	must(t, tr.Begin(100, time.Time{}))
 	t1 := add(t, tr)
 	must(t, tr.Commit(200))
-	must(t, tr.Begin(300))
+	must(t, tr.Begin(300, time.Time{}))
 	add(t, tr)
 	if tr.Full() {
 		t.Fatal("Full counts the open transaction")
@@ -436,17 +435,24 @@ func TestFullTransactions(t *testing.T) {
 
 // TestFullNeverDeadlocks waits on Full before every Add of a transaction far
 // larger than both limits, with maxTxns 1: every wait must end by acking what
-// is already in flight, without the Commit the caller has not read yet.
+// is already in flight and confirming what is safe, without the Commit the
+// caller has not read yet.
 func TestFullNeverDeadlocks(t *testing.T) {
 	tr := New(2, 1)
-	var inflight []pglogrepl.LSN
-	final := pglogrepl.LSN(100)
+	var inflight []LSN
+	final := LSN(100)
 	for range 5 {
-		must(t, tr.Begin(final))
+		must(t, tr.Begin(final, time.Time{}))
 		for range 10 {
 			for tr.Full() {
 				if len(inflight) == 0 {
-					t.Fatal("Full with nothing left to ack")
+					if _, err := tr.Confirm(tr.Safe()); err != nil {
+						t.Fatal(err)
+					}
+					if tr.Full() {
+						t.Fatal("Full with nothing left to ack or confirm")
+					}
+					break
 				}
 				must(t, tr.Done(inflight[0]))
 				inflight = inflight[1:]
@@ -464,12 +470,12 @@ func TestFullNeverDeadlocks(t *testing.T) {
 
 func TestInFlight(t *testing.T) {
 	tr := New(10, 10)
-	must(t, tr.Begin(100))
+	must(t, tr.Begin(100, time.Time{}))
 	a, b := add(t, tr), add(t, tr)
 	must(t, tr.Commit(200))
-	must(t, tr.Begin(300))
+	must(t, tr.Begin(300, time.Time{}))
 	c := add(t, tr)
-	for i, tok := range []pglogrepl.LSN{c, a, b} {
+	for i, tok := range []LSN{c, a, b} {
 		if got, want := tr.InFlight(), 3-i; got != want {
 			t.Fatalf("InFlight() = %d, want %d", got, want)
 		}
@@ -482,9 +488,9 @@ func TestInFlight(t *testing.T) {
 
 func TestOpen(t *testing.T) {
 	tr := New(10, 10)
-	must(t, tr.Begin(100))
+	must(t, tr.Begin(100, time.Time{}))
 	must(t, tr.Commit(200))
-	must(t, tr.Begin(300))
+	must(t, tr.Begin(300, time.Time{}))
 	if final, ok := tr.Open(); !ok || final != 300 {
 		t.Fatalf("Open() = %s, %v, want 300, true", final, ok)
 	}
@@ -496,12 +502,12 @@ func TestOpen(t *testing.T) {
 
 func TestReset(t *testing.T) {
 	tr := New(10, 10)
-	must(t, tr.Begin(100))
+	must(t, tr.Begin(100, time.Time{}))
 	must(t, tr.Commit(200))
-	must(t, tr.Begin(300))
+	must(t, tr.Begin(300, time.Time{}))
 	tok := add(t, tr)
 	must(t, tr.Commit(400))
-	must(t, tr.Begin(500))
+	must(t, tr.Begin(500, time.Time{}))
 	add(t, tr)
 	wantSafe(t, tr, 200)
 
@@ -517,8 +523,8 @@ func TestReset(t *testing.T) {
 	wantErr(t, tr.Done(tok), ErrUnknownToken)
 
 	// PostgreSQL replays from the checkpoint, at or after it.
-	wantErr(t, tr.Begin(149), ErrOrder)
-	must(t, tr.Begin(300))
+	wantErr(t, tr.Begin(149, time.Time{}), ErrOrder)
+	must(t, tr.Begin(300, time.Time{}))
 	tok = add(t, tr)
 	must(t, tr.Commit(400))
 	must(t, tr.Done(tok))
@@ -531,8 +537,8 @@ func TestReset(t *testing.T) {
 func TestRingBounded(t *testing.T) {
 	const maxTxns = 5
 	tr := New(1000, maxTxns)
-	var waiting []pglogrepl.LSN
-	final := pglogrepl.LSN(10)
+	var waiting []LSN
+	final := LSN(10)
 	for range 200 {
 		for tr.Full() {
 			// Ack newest first: only the last ack releases anything.
@@ -541,7 +547,7 @@ func TestRingBounded(t *testing.T) {
 			}
 			waiting = waiting[:0]
 		}
-		must(t, tr.Begin(final))
+		must(t, tr.Begin(final, time.Time{}))
 		waiting = append(waiting, add(t, tr))
 		must(t, tr.Commit(final+5))
 		if len(tr.buf) > maxTxns+1 {
@@ -559,10 +565,10 @@ func TestRingBounded(t *testing.T) {
 // buffer is given back once the ring is empty.
 func TestRingShrinks(t *testing.T) {
 	tr := New(1000, 2)
-	var toks []pglogrepl.LSN
+	var toks []LSN
 	for i := range 20 {
-		final := pglogrepl.LSN(10 + 10*i)
-		must(t, tr.Begin(final))
+		final := LSN(10 + 10*i)
+		must(t, tr.Begin(final, time.Time{}))
 		toks = append(toks, add(t, tr))
 		must(t, tr.Commit(final+5))
 	}
@@ -580,9 +586,9 @@ func TestRingShrinks(t *testing.T) {
 
 func TestSteadyStateAllocs(t *testing.T) {
 	tr := New(100, 100)
-	final := pglogrepl.LSN(10)
+	final := LSN(10)
 	step := func() {
-		if err := tr.Begin(final); err != nil {
+		if err := tr.Begin(final, time.Time{}); err != nil {
 			t.Fatal(err)
 		}
 		a, err := tr.Add()
@@ -610,5 +616,101 @@ func TestSteadyStateAllocs(t *testing.T) {
 	step() // grow the ring
 	if n := testing.AllocsPerRun(1000, step); n != 0 {
 		t.Fatalf("steady state allocates %v times per transaction", n)
+	}
+}
+
+// TestRefusedBlocksUntilRedo: a refused event keeps its transaction, and every
+// later one, from becoming safe until the caller redoes it and the redo is acked.
+func TestRefusedBlocksUntilRedo(t *testing.T) {
+	tr := New(10, 10)
+	must(t, tr.Begin(100, time.Time{}))
+	a := add(t, tr)
+	add(t, tr)
+	must(t, tr.Commit(200))
+	must(t, tr.Begin(300, time.Time{}))
+	c := add(t, tr)
+	must(t, tr.Commit(400))
+	must(t, tr.Done(c))
+	why := errors.New("too large")
+	must(t, tr.Refuse(a, why))
+	select {
+	case <-tr.Changed():
+	default:
+		t.Fatal("Refuse did not signal Changed")
+	}
+	must(t, tr.Done(a))
+	wantSafe(t, tr, 0)
+	if !tr.Drained() {
+		t.Fatal("not drained with only a refused event left")
+	}
+	r := tr.TakeRefusals()
+	if len(r) != 1 || r[0].Token != a || r[0].Err != why {
+		t.Fatalf("refusals %+v", r)
+	}
+	if len(tr.TakeRefusals()) != 0 {
+		t.Fatal("refusals taken twice")
+	}
+	must(t, tr.Redo(a))
+	wantErr(t, tr.Redo(a), ErrNotBlocked)
+	wantSafe(t, tr, 0)
+	must(t, tr.Done(a))
+	wantSafe(t, tr, 400)
+}
+
+// TestCancelNeverSafe: an event whose produce failed keeps its transaction from
+// ever becoming safe, and no report is awaited for it.
+func TestCancelNeverSafe(t *testing.T) {
+	tr := New(10, 10)
+	must(t, tr.Begin(100, time.Time{}))
+	a := add(t, tr)
+	b := add(t, tr)
+	must(t, tr.Cancel(b))
+	must(t, tr.Commit(200))
+	must(t, tr.Done(a))
+	wantSafe(t, tr, 0)
+	if !tr.Drained() || tr.Idle() {
+		t.Fatalf("drained %v idle %v", tr.Drained(), tr.Idle())
+	}
+	wantErr(t, tr.Cancel(b), ErrDoubleAck)
+}
+
+// TestConfirmLag: Confirm forgets what it covers, returns the commit time of the
+// newest confirmed transaction, and zero once everything is confirmed.
+func TestConfirmLag(t *testing.T) {
+	tr := New(10, 10)
+	t1 := time.Date(2026, 1, 1, 0, 0, 1, 0, time.UTC)
+	t2 := t1.Add(time.Second)
+	t3 := t2.Add(time.Second)
+	must(t, tr.Begin(100, t1))
+	a := add(t, tr)
+	must(t, tr.Commit(200))
+	must(t, tr.Begin(300, t2)) // no events: folded into the one before
+	must(t, tr.Commit(400))
+	must(t, tr.Begin(500, t3))
+	c := add(t, tr)
+	must(t, tr.Commit(600))
+	must(t, tr.Done(a))
+	wantSafe(t, tr, 400)
+	if n := tr.Unconfirmed(); n != 2 {
+		t.Fatalf("Unconfirmed %d, want 2", n)
+	}
+	at, err := tr.Confirm(200)
+	if err != nil || !at.Equal(t1) {
+		t.Fatalf("Confirm(200) = %v, %v; want %v", at, err, t1)
+	}
+	if n := tr.Unconfirmed(); n != 1 {
+		t.Fatalf("Unconfirmed %d after confirming the first event, want 1", n)
+	}
+	at, _ = tr.Confirm(400)
+	if !at.Equal(t2) {
+		t.Fatalf("Confirm(400) = %v, want %v", at, t2)
+	}
+	if _, err := tr.Confirm(600); !errors.Is(err, ErrOrder) {
+		t.Fatalf("Confirm past safe: %v", err)
+	}
+	must(t, tr.Done(c))
+	at, _ = tr.Confirm(600)
+	if !at.IsZero() || tr.Unconfirmed() != 0 {
+		t.Fatalf("caught up: lag time %v, unconfirmed %d", at, tr.Unconfirmed())
 	}
 }
