@@ -3,6 +3,7 @@ package decoder
 import (
 	"bytes"
 	"errors"
+	pt "github.com/pgoutbox/pgoutbox/internal/pgoutputtest"
 	"io"
 	"strings"
 	"testing"
@@ -298,7 +299,7 @@ func TestValuesAliasInput(t *testing.T) {
 
 func TestDecodeErrors(t *testing.T) {
 	other := Relation{ID: 7, Namespace: "s", Name: "t", ReplicaIdentity: 'd', Columns: []Column{{Name: "a"}, {Name: "b"}}}
-	negLen := new(enc).u8('I').u32(relID).u8('N').u16(5).u8('t').u32(0xffffffff).b
+	negLen := new(pt.Enc).U8('I').U32(relID).U8('N').U16(5).U8('t').U32(0xffffffff).B
 	tests := []struct {
 		name    string
 		setup   [][]byte
@@ -342,27 +343,27 @@ func TestDecodeErrors(t *testing.T) {
 		},
 		{
 			name: "unknown column kind", setup: [][]byte{relationMsg(other)},
-			msg:  new(enc).u8('I').u32(7).u8('N').u16(2).u8('n').u8('x').b,
+			msg:  new(pt.Enc).U8('I').U32(7).U8('N').U16(2).U8('n').U8('x').B,
 			want: "decode insert: column 1 (b): unknown column kind 0x78 (offset 9)",
 		},
 		{
 			name: "insert without N", setup: [][]byte{relationMsg(other)},
-			msg:  new(enc).u8('I').u32(7).u8('K').u16(2).u8('n').u8('n').b,
+			msg:  new(pt.Enc).U8('I').U32(7).U8('K').U16(2).U8('n').U8('n').B,
 			want: "decode insert: expected new tuple tag 'N', got 0x4b (offset 5)",
 		},
 		{
 			name: "update bad tag", setup: [][]byte{relationMsg(other)},
-			msg:  new(enc).u8('U').u32(7).u8('X').u16(2).u8('n').u8('n').b,
+			msg:  new(pt.Enc).U8('U').U32(7).U8('X').U16(2).U8('n').U8('n').B,
 			want: "decode update: expected tuple tag 'K', 'O' or 'N', got 0x58 (offset 5)",
 		},
 		{
 			name: "update two old tuples", setup: [][]byte{relationMsg(other)},
-			msg:  new(enc).u8('U').u32(7).u8('K').tuple([]Value{null(), null()}).u8('O').tuple([]Value{null(), null()}).b,
+			msg:  new(pt.Enc).U8('U').U32(7).U8('K').Tuple(values([]Value{null(), null()})).U8('O').Tuple(values([]Value{null(), null()})).B,
 			want: "decode update: expected new tuple tag 'N' after old tuple, got 0x4f (offset 10)",
 		},
 		{
 			name: "delete with new tuple", setup: [][]byte{relationMsg(other)},
-			msg:  new(enc).u8('D').u32(7).u8('N').u16(2).u8('n').u8('n').b,
+			msg:  new(pt.Enc).U8('D').U32(7).U8('N').U16(2).U8('n').U8('n').B,
 			want: "decode delete: expected tuple tag 'K' or 'O', got 0x4e (offset 5)",
 		},
 		{name: "begin without lsn", msg: beginMsg(0, t0, 1), want: "decode begin: final lsn is 0"},
@@ -370,7 +371,7 @@ func TestDecodeErrors(t *testing.T) {
 		{name: "message flags", msg: append([]byte{'M', 3}, logicalMsg(true, 1, "p", nil)[2:]...), want: "decode message: unknown flags 0x03"},
 		{
 			name: "message negative length",
-			msg:  new(enc).u8('M').u8(1).u64(1).str("p").u32(0x80000000).b,
+			msg:  new(pt.Enc).U8('M').U8(1).U64(1).Str("p").U32(0x80000000).B,
 			want: "decode message: read content: negative length -2147483648 (offset 12)",
 		},
 		{
@@ -385,12 +386,12 @@ func TestDecodeErrors(t *testing.T) {
 		},
 		{
 			name: "relation column count beyond message",
-			msg:  new(enc).u8('R').u32(3).str("s").str("t").u8('d').u16(65535).b,
+			msg:  new(pt.Enc).U8('R').U32(3).Str("s").Str("t").U8('d').U16(65535).B,
 			want: "decode relation: relation 3: 65535 columns: read columns at offset 12: need 655350 bytes, have 0: unexpected EOF", wantErr: io.ErrUnexpectedEOF,
 		},
 		{
 			name: "truncate count beyond message",
-			msg:  new(enc).u8('T').u32(0xffffffff).u8(0).u32(1).b,
+			msg:  new(pt.Enc).U8('T').U32(0xffffffff).U8(0).U32(1).B,
 			want: "decode truncate: read relation ids at offset 6: 4294967295 ids need 17179869180 bytes, have 4: unexpected EOF", wantErr: io.ErrUnexpectedEOF,
 		},
 		{
@@ -405,7 +406,7 @@ func TestDecodeErrors(t *testing.T) {
 		},
 		{
 			name: "short value", setup: [][]byte{relationMsg(other)},
-			msg:  new(enc).u8('I').u32(7).u8('N').u16(2).u8('n').u8('t').u32(10).raw([]byte("abc")).b,
+			msg:  new(pt.Enc).U8('I').U32(7).U8('N').U16(2).U8('n').U8('t').U32(10).Raw([]byte("abc")).B,
 			want: "decode insert: column 1 (b): read column value at offset 14: need 10 bytes, have 3: unexpected EOF", wantErr: io.ErrUnexpectedEOF,
 		},
 		{name: "trailing bytes", msg: append(beginMsg(1, t0, 1), 0xAA, 0xBB), want: "decode begin: 2 trailing bytes at offset 21"},

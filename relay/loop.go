@@ -205,11 +205,7 @@ func (l *loop) confirmEarly(now time.Time, full bool) bool {
 // waitRoom waits for a delivery report, the next status update or the end of ctx.
 func (l *loop) waitRoom(ctx context.Context) error {
 	l.m.Progress()
-	select {
-	case <-l.led.Changed():
-	case <-l.clock.After(l.nextStatus.Sub(l.clock.Now())):
-	case <-ctx.Done():
-	}
+	sleep(l.clock, l.nextStatus.Sub(l.clock.Now()), l.led.Changed(), ctx.Done())
 	// The loop was not listening: silence meanwhile says nothing of the server.
 	l.lastHeard = l.clock.Now()
 	return nil
@@ -465,10 +461,8 @@ func (l *loop) produce(ctx context.Context, m *sink.Message) error {
 		if err := l.keepAlive(ctx)(); err != nil {
 			return err
 		}
-		select {
-		case <-l.led.Changed():
-		case <-l.clock.After(5 * time.Millisecond):
-		case <-ctx.Done():
+		sleep(l.clock, 5*time.Millisecond, l.led.Changed(), ctx.Done())
+		if ctx.Err() != nil {
 			return source.ErrInterrupted
 		}
 	}
@@ -590,15 +584,18 @@ func (l *loop) drain(ctx context.Context, reports <-chan struct{}, timeout time.
 		if left <= 0 {
 			return fmt.Errorf("%d events still unacknowledged after %s; they are not confirmed and will be published again on restart", l.led.InFlight(), timeout)
 		}
+		fire, stop := l.clock.Timer(min(l.cfg.statusInterval, left))
 		select {
 		case <-l.led.Changed():
 		case <-reports:
+			stop()
 			return nil
-		case <-l.clock.After(min(l.cfg.statusInterval, left)):
+		case <-fire:
 			if err := l.keepAlive(ctx)(); err != nil {
 				return err
 			}
 		}
+		stop()
 	}
 	return nil
 }

@@ -40,14 +40,39 @@ type txnProducer interface {
 // clock is time as the loop sees it.
 type clock interface {
 	Now() time.Time
-	// After fires after d, like time.After.
-	After(d time.Duration) <-chan time.Time
+	// Timer fires once after d; stop releases it. Every wait stops its timer.
+	Timer(d time.Duration) (fire <-chan time.Time, stop func())
 }
 
 type realClock struct{}
 
-func (realClock) Now() time.Time                         { return time.Now() }
-func (realClock) After(d time.Duration) <-chan time.Time { return time.After(d) }
+func (realClock) Now() time.Time { return time.Now() }
+
+func (realClock) Timer(d time.Duration) (<-chan time.Time, func()) {
+	t := time.NewTimer(d)
+	return t.C, func() { t.Stop() }
+}
+
+// sleep waits d on c, or until one of the channels is ready.
+func sleep(c clock, d time.Duration, wake ...<-chan struct{}) {
+	fire, stop := c.Timer(d)
+	defer stop()
+	switch len(wake) {
+	case 0:
+		<-fire
+	case 1:
+		select {
+		case <-fire:
+		case <-wake[0]:
+		}
+	default:
+		select {
+		case <-fire:
+		case <-wake[0]:
+		case <-wake[1]:
+		}
+	}
+}
 
 // waitFor runs fn on a goroutine of its own and waits for it, calling keepAlive every
 // interval meanwhile: a Kafka commit or the exactly-once set-up may take minutes when
@@ -59,10 +84,12 @@ func waitFor(ctx context.Context, c clock, interval time.Duration, keepAlive fun
 	done := make(chan error, 1)
 	go func() { done <- fn(ctx) }()
 	for {
+		fire, stop := c.Timer(interval)
 		select {
 		case err := <-done:
+			stop()
 			return err
-		case <-c.After(interval):
+		case <-fire:
 			if err := keepAlive(); err != nil {
 				cancel()
 				<-done

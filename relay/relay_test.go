@@ -6,7 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pgoutbox/pgoutbox/checkpoint"
 	"github.com/pgoutbox/pgoutbox/outbox"
 	"github.com/pgoutbox/pgoutbox/sink"
 )
@@ -107,28 +106,6 @@ func equalBools(a, b []bool) bool {
 		}
 	}
 	return true
-}
-
-func TestSameOrigin(t *testing.T) {
-	id := checkpoint.Checkpoint{Slot: "s", SystemID: "1", Database: "db"}
-	for _, c := range []struct {
-		cp   checkpoint.Checkpoint
-		want string
-	}{
-		{checkpoint.Checkpoint{Slot: "s", SystemID: "1", Database: "db"}, ""},
-		{checkpoint.Checkpoint{Slot: "s"}, ""}, // identity unknown: not a gap
-		{checkpoint.Checkpoint{Slot: "t", SystemID: "1", Database: "db"}, "slot"},
-		{checkpoint.Checkpoint{Slot: "s", SystemID: "2", Database: "db"}, "another PostgreSQL cluster"},
-		{checkpoint.Checkpoint{Slot: "s", SystemID: "1", Database: "other"}, "database"},
-	} {
-		err := sameOrigin(c.cp, id)
-		if c.want == "" && err != nil || c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want)) {
-			t.Errorf("sameOrigin(%+v) = %v, want %q", c.cp, err, c.want)
-		}
-		if err != nil && !IsPermanent(err) {
-			t.Errorf("a gap must stop pgoutbox: %v", err)
-		}
-	}
 }
 
 // TestDeadLetterRecord: the record carries what a person needs to find and

@@ -112,10 +112,8 @@ func (c *txnCommitter) commit(ctx context.Context, at streamPos, keepAlive func(
 		if err := keepAlive(); err != nil {
 			return err
 		}
-		select {
-		case <-ctx.Done():
+		if sleep(c.clock, 5*time.Millisecond, ctx.Done()); ctx.Err() != nil {
 			return fmt.Errorf("checkpoint record: %w", ctx.Err())
-		case <-c.clock.After(5 * time.Millisecond):
 		}
 	}
 	// Wait for every message to be delivered before committing, in steps: a
