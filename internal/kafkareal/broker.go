@@ -217,11 +217,11 @@ func (b *Broker) properties() map[string]string {
 		"group.initial.rebalance.delay.ms": "0",
 		// A single node: internal topics with one replica, and fewer partitions
 		// than the default 50 so that creating them on first use is quick.
-		"offsets.topic.replication.factor":         "1",
-		"offsets.topic.num.partitions":             "4",
-		"transaction.state.log.replication.factor": "1",
-		"transaction.state.log.min.isr":            "1",
-		"transaction.state.log.num.partitions":     "4",
+		"offsets.topic.replication.factor":                 "1",
+		"offsets.topic.num.partitions":                     "4",
+		"transaction.state.log.replication.factor":         "1",
+		"transaction.state.log.min.isr":                    "1",
+		"transaction.state.log.num.partitions":             "4",
 		"share.coordinator.state.topic.replication.factor": "1",
 		"share.coordinator.state.topic.min.isr":            "1",
 		"min.insync.replicas":                              "1",
