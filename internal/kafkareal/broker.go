@@ -376,7 +376,7 @@ func (b *Broker) waitReady(ctx context.Context) error {
 // Stop shuts the broker down cleanly (SIGTERM to its process group; SIGKILL after
 // 30s), keeping its data for Restart.
 func (b *Broker) Stop() error {
-	if b.proc == nil {
+	if b.proc == nil || !b.proc.Running() {
 		return nil
 	}
 	err := b.proc.Stop(stopGrace)
