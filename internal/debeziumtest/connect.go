@@ -236,9 +236,7 @@ func (c *Connect) start(ctx context.Context) error {
 	}
 	begin := time.Now()
 	p, err := jvm.Start(cp, jvm.SmallHeap(heap), "org.apache.kafka.connect.cli.ConnectStandalone",
-		[]string{workerFile, connectorFile}, c.LogFile(),
-		"org.apache.kafka.clients", "org.apache.kafka.common", "org.apache.kafka.connect.runtime.isolation",
-		"org.eclipse.jetty", "org.glassfish", "org.reflections")
+		[]string{workerFile, connectorFile}, c.LogFile(), connectLogLevels)
 	if err != nil {
 		return err
 	}
@@ -249,6 +247,14 @@ func (c *Connect) start(ctx context.Context) error {
 	}
 	c.logf("Connect with Debezium (%s) running in %s (pid %d, dir %s)", c.opts.Converter, time.Since(begin).Round(time.Millisecond), p.Pid(), c.dir)
 	return nil
+}
+
+// connectLogLevels keep the worker's log to warnings and Debezium's own account of
+// what it streams.
+var connectLogLevels = map[string]string{
+	"root":        "WARN",
+	"io.debezium": "INFO",
+	"io.debezium.connector.postgresql.PostgresConnectorTask": "WARN", // a dump of every role
 }
 
 // startTimeout bounds the worker's start on a busy machine.

@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"sort"
 	"syscall"
 	"time"
 )
@@ -21,16 +22,16 @@ type Process struct {
 }
 
 // Start runs java with jvmArgs, then mainClass and args, class path cp, appending its
-// stdout and stderr to logFile. It configures log4j2 to print to stdout at INFO with
-// the loggers in quiet turned down to WARN. The JVM gets SIGKILL if the thread that
+// stdout and stderr to logFile. It configures log4j2 to print to stdout with levels,
+// logger name to level; "root" sets the root logger's (default INFO). The JVM gets SIGKILL if the thread that
 // started it dies (a test binary killed on timeout leaves nothing behind).
-func Start(cp string, jvmArgs []string, mainClass string, args []string, logFile string, quiet ...string) (*Process, error) {
+func Start(cp string, jvmArgs []string, mainClass string, args []string, logFile string, levels map[string]string) (*Process, error) {
 	java, err := Java()
 	if err != nil {
 		return nil, err
 	}
 	logCfg := filepath.Join(filepath.Dir(logFile), filepath.Base(logFile)+".log4j2.properties")
-	if err := os.WriteFile(logCfg, []byte(log4j2Config(quiet)), 0o644); err != nil {
+	if err := os.WriteFile(logCfg, []byte(log4j2Config(levels)), 0o644); err != nil {
 		return nil, fmt.Errorf("jvm: %w", err)
 	}
 	log, err := os.OpenFile(logFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
@@ -129,17 +130,28 @@ func (p *Process) Kill() {
 	<-p.exited
 }
 
-func log4j2Config(quiet []string) string {
+func log4j2Config(levels map[string]string) string {
+	root := levels["root"]
+	if root == "" {
+		root = "INFO"
+	}
 	s := `status = warn
 appender.out.type = Console
 appender.out.name = out
 appender.out.layout.type = PatternLayout
 appender.out.layout.pattern = [%d] %p %m (%c)%n
-rootLogger.level = INFO
+rootLogger.level = ` + root + `
 rootLogger.appenderRef.out.ref = out
 `
-	for i, name := range quiet {
-		s += fmt.Sprintf("logger.q%d.name = %s\nlogger.q%d.level = WARN\n", i, name, i)
+	names := make([]string, 0, len(levels))
+	for name := range levels {
+		if name != "root" {
+			names = append(names, name)
+		}
+	}
+	sort.Strings(names)
+	for i, name := range names {
+		s += fmt.Sprintf("logger.l%d.name = %s\nlogger.l%d.level = %s\n", i, name, i, levels[name])
 	}
 	return s
 }

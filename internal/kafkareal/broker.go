@@ -297,7 +297,7 @@ func (b *Broker) format(ctx context.Context) error {
 		args = append(args, "--add-scram", fmt.Sprintf("SCRAM-SHA-512=[name=%s,password=%s]", u.Name, u.Password))
 	}
 	log := filepath.Join(b.dir, "format.log")
-	p, err := jvm.Start(cp, jvm.SmallHeap("128m"), "kafka.tools.StorageTool", args, log)
+	p, err := jvm.Start(cp, jvm.SmallHeap("128m"), "kafka.tools.StorageTool", args, log, nil)
 	if err != nil {
 		return err
 	}
@@ -319,8 +319,7 @@ func (b *Broker) start(ctx context.Context) error {
 		return err
 	}
 	begin := time.Now()
-	p, err := jvm.Start(cp, jvm.SmallHeap(b.heap()), "kafka.Kafka", []string{b.configFile()}, b.LogFile(),
-		"state.change.logger", "kafka.log.LogCleaner", "org.apache.kafka.storage.internals.log", "kafka.coordinator", "org.apache.kafka.coordinator")
+	p, err := jvm.Start(cp, jvm.SmallHeap(b.heap()), "kafka.Kafka", []string{b.configFile()}, b.LogFile(), brokerLogLevels)
 	if err != nil {
 		return err
 	}
@@ -331,6 +330,17 @@ func (b *Broker) start(ctx context.Context) error {
 	}
 	b.logf("broker at %s up in %s (pid %d, dir %s)", b.Brokers(), time.Since(begin).Round(time.Millisecond), p.Pid(), b.dir)
 	return nil
+}
+
+// brokerLogLevels keep the broker's log to what explains a failing test: warnings and
+// errors, the server's start and stop, and the transaction coordinator (fencing,
+// aborts of timed-out transactions).
+var brokerLogLevels = map[string]string{
+	"root":                                     "WARN",
+	"kafka.server.KafkaRaftServer":             "INFO",
+	"kafka.server.BrokerServer":                "INFO",
+	"kafka.coordinator.transaction":            "INFO",
+	"org.apache.kafka.coordinator.transaction": "INFO",
 }
 
 // startTimeout bounds a broker's start on a busy machine.
