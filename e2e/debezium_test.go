@@ -166,11 +166,6 @@ func testDebeziumCompat(t *testing.T, conv debeziumtest.Converter) {
 			break
 		}
 	}
-	if missing == "" {
-		for _, p := range procs {
-			p.waitLog(`"streaming"`, 30*time.Second)
-		}
-	}
 
 	// Debezium.
 	c := debeziumtest.New(t, debeziumtest.Options{
@@ -205,19 +200,26 @@ func testDebeziumCompat(t *testing.T, conv debeziumtest.Converter) {
 	compareRecords(t, conv, dbz, dbzPrefix, pgo, pgoPrefix)
 }
 
-// unknownFlag waits briefly for a usage error and returns the flag a pgoutbox that
-// lacks the format flags names, or "" if it runs.
+// unknownFlag waits until pgoutbox streams and returns "", or, for a pgoutbox that
+// lacks the format flags and exits with a usage error naming one, returns that flag.
 func unknownFlag(p *proc) string {
-	select {
-	case <-p.done:
-	case <-time.After(3 * time.Second):
-		return ""
+	p.t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		select {
+		case <-p.done:
+			out := p.out.String()
+			if m := missingFormatFlag.FindStringSubmatch(out); p.exitCode() == 2 && m != nil {
+				return "--" + m[1] + "-format"
+			}
+			p.t.Fatalf("pgoutbox exited with %d; output:\n%s", p.exitCode(), tail(out, 20))
+		case <-time.After(20 * time.Millisecond):
+		}
+		if strings.Contains(p.out.String(), `"streaming"`) {
+			return ""
+		}
 	}
-	out := p.out.String()
-	if m := missingFormatFlag.FindStringSubmatch(out); p.exitCode() == 2 && m != nil {
-		return "--" + m[1] + "-format"
-	}
-	p.t.Fatalf("pgoutbox exited with %d; output:\n%s", p.exitCode(), tail(out, 20))
+	p.t.Fatalf("pgoutbox did not stream within 30s; output:\n%s", tail(p.out.String(), 20))
 	return ""
 }
 
@@ -285,7 +287,7 @@ func insertCompatRows(e *env, tables []compatTable) int {
 }
 
 // consumeTopics reads every topic matching regex from the start until n records
-// arrived and then 2s passed without another one, or timeout; records come in
+// arrived and then a second passed without another one, or timeout; records come in
 // partition order.
 func consumeTopics(t *testing.T, brokers, regex string, n int, timeout time.Duration) []*kgo.Record {
 	t.Helper()
@@ -301,7 +303,7 @@ func consumeTopics(t *testing.T, brokers, regex string, n int, timeout time.Dura
 	for ctx.Err() == nil {
 		pctx, pcancel := ctx, context.CancelFunc(func() {})
 		if len(recs) >= n {
-			pctx, pcancel = context.WithTimeout(ctx, 2*time.Second)
+			pctx, pcancel = context.WithTimeout(ctx, time.Second)
 		}
 		f := cl.PollFetches(pctx)
 		pcancel()

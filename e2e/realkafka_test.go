@@ -99,6 +99,14 @@ func (e *env) deadLetterTopic() string {
 	return e.prefix + "dead-letter"
 }
 
+// eventTopic is the topic pgoutbox routes aggregate type agg to.
+func (e *env) eventTopic(agg string) string {
+	if e.real == nil {
+		return "outbox.event." + agg
+	}
+	return e.prefix + agg
+}
+
 // topicRegex matches the event topics of e.
 func (e *env) topicRegex() string {
 	if e.real == nil {

@@ -226,8 +226,12 @@ func (b *Broker) properties() map[string]string {
 		"share.coordinator.state.topic.min.isr":            "1",
 		"min.insync.replicas":                              "1",
 		"default.replication.factor":                       "1",
-		"num.network.threads":                              "2",
-		"num.io.threads":                                   "4",
+		// A restart after SIGKILL registers the broker again only once the old
+		// registration's session expired (default 9s).
+		"broker.session.timeout.ms":    "2000",
+		"broker.heartbeat.interval.ms": "500",
+		"num.network.threads":          "2",
+		"num.io.threads":               "4",
 	}
 	if o.Partitions > 0 {
 		p["num.partitions"] = strconv.Itoa(o.Partitions)

@@ -4,6 +4,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
@@ -75,4 +76,14 @@ func writeTLS(dir string) error {
 		return fmt.Errorf("kafkareal: tls: %w", err)
 	}
 	return nil
+}
+
+// TLSConfig is a client configuration that verifies the SSL listener against CAFile,
+// for the tests' own clients (e.g. kgo.DialTLSConfig).
+func (b *Broker) TLSConfig() *tls.Config {
+	pool := x509.NewCertPool()
+	if ca, err := os.ReadFile(b.CAFile()); err == nil {
+		pool.AppendCertsFromPEM(ca)
+	}
+	return &tls.Config{RootCAs: pool, ServerName: "127.0.0.1", MinVersion: tls.VersionTLS12}
 }
