@@ -34,6 +34,8 @@ type User struct{ Name, Password string }
 // Options configures a broker. The zero value is a broker with topic auto-creation
 // off, Kafka's default message size limit and a PLAINTEXT listener only.
 type Options struct {
+	// Port is the PLAINTEXT listener's port on 127.0.0.1 (0: a free one).
+	Port int
 	// Dir holds the broker's data, configuration and log; empty makes a temporary
 	// directory that Close removes.
 	Dir string
@@ -179,6 +181,9 @@ func freePorts(o Options) (ports, error) {
 		got = append(got, l.Addr().(*net.TCPAddr).Port)
 	}
 	p := ports{plain: got[0], controller: got[1]}
+	if o.Port != 0 {
+		p.plain = o.Port
+	}
 	i := 2
 	if len(o.SCRAMUsers) > 0 {
 		p.sasl = got[i]
