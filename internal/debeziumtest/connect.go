@@ -96,6 +96,9 @@ type Options struct {
 	Worker map[string]string
 	// MaxHeap is the JVM's -Xmx (default 384m).
 	MaxHeap string
+	// JVMArgs, if set, replace the JVM options for a quick start and a small heap
+	// (jvm.SmallHeap(MaxHeap)), e.g. for a benchmark.
+	JVMArgs []string
 	// Logf, if set, reports progress.
 	Logf func(format string, args ...any)
 }
@@ -234,8 +237,12 @@ func (c *Connect) start(ctx context.Context) error {
 	if heap == "" {
 		heap = "384m"
 	}
+	jvmArgs := c.opts.JVMArgs
+	if jvmArgs == nil {
+		jvmArgs = jvm.SmallHeap(heap)
+	}
 	begin := time.Now()
-	p, err := jvm.Start(cp, jvm.SmallHeap(heap), "org.apache.kafka.connect.cli.ConnectStandalone",
+	p, err := jvm.Start(cp, jvmArgs, "org.apache.kafka.connect.cli.ConnectStandalone",
 		[]string{workerFile, connectorFile}, c.LogFile(), connectLogLevels)
 	if err != nil {
 		return err

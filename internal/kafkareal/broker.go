@@ -57,6 +57,9 @@ type Options struct {
 	Config map[string]string
 	// MaxHeap is the JVM's -Xmx (default 256m).
 	MaxHeap string
+	// JVMArgs, if set, replace the JVM options for a quick start and a small heap
+	// (jvm.SmallHeap(MaxHeap)), e.g. for a benchmark.
+	JVMArgs []string
 	// Logf, if set, reports progress (start, stop).
 	Logf func(format string, args ...any)
 }
@@ -328,7 +331,11 @@ func (b *Broker) start(ctx context.Context) error {
 		return err
 	}
 	begin := time.Now()
-	p, err := jvm.Start(cp, jvm.SmallHeap(b.heap()), "kafka.Kafka", []string{b.configFile()}, b.LogFile(), brokerLogLevels)
+	jvmArgs := b.opts.JVMArgs
+	if jvmArgs == nil {
+		jvmArgs = jvm.SmallHeap(b.heap())
+	}
+	p, err := jvm.Start(cp, jvmArgs, "kafka.Kafka", []string{b.configFile()}, b.LogFile(), brokerLogLevels)
 	if err != nil {
 		return err
 	}
