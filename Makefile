@@ -1,23 +1,33 @@
 # The two commands a newcomer needs:
 #   make dev    run pgoutbox against a throwaway local stack (PostgreSQL + a Kafka-protocol broker)
-#   make test   run every test: unit, integration (real PostgreSQL + kfake), fault injection, fuzz
+#   make test   run every test: unit, integration (real PostgreSQL + kfake, and a subset on
+#               real Apache Kafka and Debezium), fault injection, fuzz
 GO      ?= go
 BIN     := bin/pgoutbox
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 
-.PHONY: build dev test test-unit bench clean
+.PHONY: build dev test test-unit bench clean jvm
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) .
 
+# KAFKA=real runs a real Apache Kafka broker (Java 17 and Maven needed) instead of kfake.
+KAFKA ?= kfake
+
 dev: build
 	$(GO) build -o bin/devstack ./internal/devstack
-	bin/devstack -pgoutbox $(BIN)
+	bin/devstack -pgoutbox $(BIN) -kafka $(KAFKA)
+
+# The jars of Apache Kafka and Kafka Connect with Debezium that the real-broker and
+# Debezium tests run, from Maven Central into ~/.cache/pgoutbox-jvm (quick when warm).
+jvm:
+	internal/jvm/resolve.sh >/dev/null
 
 # The integration tests run a race-detector build of pgoutbox (E2E_RACE) and fail on
-# any race it reports.
-test: build
+# any race it reports. Most run against kfake; the real-broker subset and the Debezium
+# compatibility test run Apache Kafka and Debezium (see jvm).
+test: build jvm
 	$(GO) vet ./...
 	E2E_RACE=1 $(GO) test -count=1 -timeout 20m ./...
 	$(GO) test -count=1 -race ./decoder/ ./tracker/ ./outbox/ ./checkpoint/ ./relay/ ./sink/ ./metrics/

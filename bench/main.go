@@ -65,7 +65,7 @@ func run(ctx context.Context, args []string) error {
 	var cfg config
 	var cases string
 	fs.StringVar(&cfg.binary, "pgoutbox", "bin/pgoutbox", "pgoutbox binary to measure (make build)")
-	fs.StringVar(&cases, "cases", allCases, "comma-separated cases to run: A, B, C (backlog drains), live (latency), kfake (broker ceiling)")
+	fs.StringVar(&cases, "cases", allCases, "comma-separated cases to run: A, B, C (backlog drains), live (latency), kfake (broker ceiling), debezium (case B with Debezium and pgoutbox on real Kafka; not in the default set)")
 	fs.Float64Var(&cfg.scale, "scale", 1, "multiply event counts and the live duration (0.1 for a smoke run)")
 	fs.StringVar(&cfg.out, "out", "bench/results.md", "markdown report to write (overwritten)")
 	fs.StringVar(&cfg.sqlDir, "sql", "sql", "directory with outbox.sql, publication.sql and role.sql")
@@ -83,6 +83,7 @@ func run(ctx context.Context, args []string) error {
 	for _, c := range strings.Split(allCases, ",") {
 		known[c] = true
 	}
+	known["debezium"] = true
 	for _, c := range strings.Split(cases, ",") {
 		c = strings.TrimSpace(c)
 		if c == "" {
@@ -111,6 +112,12 @@ func run(ctx context.Context, args []string) error {
 			r, err = runLive(ctx, cfg, scaleDuration(liveDuration, cfg.scale), say)
 			if err == nil {
 				rep.live = &r
+			}
+		case "debezium":
+			var r debeziumResult
+			r, err = runDebezium(ctx, cfg, scaleCase(findCase("B"), cfg.scale), say)
+			if err == nil {
+				rep.debezium = &r
 			}
 		case "kfake":
 			var r ceilingResult

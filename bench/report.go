@@ -69,6 +69,7 @@ type report struct {
 	backlog   []backlogResult
 	live      *liveResult
 	ceiling   *ceilingResult
+	debezium  *debeziumResult
 	failures  []string
 	loadStart string
 }
@@ -129,6 +130,7 @@ func (r *report) markdown() string {
 			float64(x.rssKiB)/1024)
 		p("")
 	}
+	b.WriteString(r.debeziumMarkdown())
 	p("Targets, for context (not asserted): ratio ≥ 0.85, live p99 ≤ 10 ms, peak RSS ≤ 64 MiB.")
 	p("")
 	if len(r.backlog) > 0 || r.live != nil {

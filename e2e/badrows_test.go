@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"regexp"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -129,6 +130,18 @@ type badRowCase struct {
 	// in the reason.
 	topic string
 	words []string
+	// real runs the case against the package's real Kafka broker (topics under
+	// the test's prefix, auto-creation off); topic is then named as on kfake and
+	// the test maps it.
+	real bool
+}
+
+// newEnv makes the case's env; on the real broker it maps the case's topic to the
+// test's own name.
+func (c *badRowCase) newEnv(t *testing.T) *env {
+	e := newEnv(t, envOptions{kafka: c.kafka, realKafka: c.real})
+	c.topic = e.eventTopic(strings.TrimPrefix(c.topic, "outbox.event."))
+	return e
 }
 
 const (
@@ -244,50 +257,52 @@ func (c badRowCase) checkFailLine(t *testing.T, line string) {
 // confirmed nothing after it; a restart meets the same row again.
 func TestBadRowFail(t *testing.T) {
 	for _, c := range badRowCases(false) {
-		t.Run(c.name, func(t *testing.T) {
-			e := newEnv(t, envOptions{kafka: c.kafka})
-			if c.prepare != nil {
-				c.prepare(e)
-			}
-			// A pgoutbox that waits for an ack that cannot come would sit out the
-			// shutdown timeout; make that long enough to show as a hang.
-			flags := append([]string{"--shutdown-timeout", "5m"}, c.flags...)
-			p := e.start(flags...)
-			p.waitLog(`"streaming"`, 30*time.Second)
-			bound := c.insertAround(e, true)
-			start := time.Now()
-			code := p.wait(30 * time.Second)
-			out := p.out.String()
-			if code != 1 {
-				t.Fatalf("exit code %d, want 1; output:\n%s", code, tail(out, 30))
-			}
-			t.Logf("exited %s after the rows were committed", time.Since(start).Round(time.Millisecond))
-			e.waitInactive(10 * time.Second)
-			line := errorLine(t, out)
-			t.Logf("%s", line)
-			c.checkFailLine(t, line)
-			recs := consumeAs(t, e.brokers, `^outbox\.event\.`, c.kgo, 30*time.Second, hasIDs(uuidFor(1), uuidFor(2)))
-			if !hasIDs(uuidFor(1), uuidFor(2))(recs) {
-				t.Errorf("the events committed before the bad row were not published")
-			}
-			e.notConfirmedPast(bound)
-			if n := e.pendingChanges(); n != afterBad {
-				t.Errorf("slot would send %d inserts, want the %d from the bad row's transaction on", n, afterBad)
-			}
+		t.Run(c.name, func(t *testing.T) { testBadRowFail(t, c) })
+	}
+}
 
-			// A restart meets the same row.
-			code, out = e.run(60*time.Second, flags...)
-			if code != 1 {
-				t.Fatalf("restart: exit code %d, want 1; output:\n%s", code, tail(out, 30))
-			}
-			e.waitInactive(10 * time.Second)
-			if again := errorLine(t, out); again != line {
-				t.Errorf("restart stopped with another error:\nfirst:  %s\nrestart: %s", line, again)
-			}
-			if n := e.pendingChanges(); n != afterBad {
-				t.Errorf("after the restart the slot would send %d inserts, want %d", n, afterBad)
-			}
-		})
+func testBadRowFail(t *testing.T, c badRowCase) {
+	e := c.newEnv(t)
+	if c.prepare != nil {
+		c.prepare(e)
+	}
+	// A pgoutbox that waits for an ack that cannot come would sit out the
+	// shutdown timeout; make that long enough to show as a hang.
+	flags := append([]string{"--shutdown-timeout", "5m"}, c.flags...)
+	p := e.start(flags...)
+	p.waitLog(`"streaming"`, 30*time.Second)
+	bound := c.insertAround(e, true)
+	start := time.Now()
+	code := p.wait(30 * time.Second)
+	out := p.out.String()
+	if code != 1 {
+		t.Fatalf("exit code %d, want 1; output:\n%s", code, tail(out, 30))
+	}
+	t.Logf("exited %s after the rows were committed", time.Since(start).Round(time.Millisecond))
+	e.waitInactive(10 * time.Second)
+	line := errorLine(t, out)
+	t.Logf("%s", line)
+	c.checkFailLine(t, line)
+	recs := consumeAs(t, e.brokers, e.topicRegex(), c.kgo, 30*time.Second, hasIDs(uuidFor(1), uuidFor(2)))
+	if !hasIDs(uuidFor(1), uuidFor(2))(recs) {
+		t.Errorf("the events committed before the bad row were not published")
+	}
+	e.notConfirmedPast(bound)
+	if n := e.pendingChanges(); n != afterBad {
+		t.Errorf("slot would send %d inserts, want the %d from the bad row's transaction on", n, afterBad)
+	}
+
+	// A restart meets the same row.
+	code, out = e.run(60*time.Second, flags...)
+	if code != 1 {
+		t.Fatalf("restart: exit code %d, want 1; output:\n%s", code, tail(out, 30))
+	}
+	e.waitInactive(10 * time.Second)
+	if again := errorLine(t, out); again != line {
+		t.Errorf("restart stopped with another error:\nfirst:  %s\nrestart: %s", line, again)
+	}
+	if n := e.pendingChanges(); n != afterBad {
+		t.Errorf("after the restart the slot would send %d inserts, want %d", n, afterBad)
 	}
 }
 
@@ -318,7 +333,7 @@ func TestDeadLetter(t *testing.T) {
 }
 
 func testDeadLetter(t *testing.T, c badRowCase, exactlyOnce bool) {
-	e := newEnv(t, envOptions{kafka: c.kafka})
+	e := c.newEnv(t)
 	if c.prepare != nil {
 		c.prepare(e)
 	}
@@ -334,14 +349,14 @@ func testDeadLetter(t *testing.T, c badRowCase, exactlyOnce bool) {
 	for i := 1; i <= 6; i++ {
 		good = append(good, uuidFor(i))
 	}
-	recs := consumeAs(t, e.brokers, `^outbox\.event\.`, c.kgo, 60*time.Second, hasIDs(good...))
+	recs := consumeAs(t, e.brokers, e.topicRegex(), c.kgo, 60*time.Second, hasIDs(good...))
 	if !hasIDs(good...)(recs) {
 		t.Fatalf("the good rows around the dead-lettered one were not all published:\n%s", tail(p.out.String(), 30))
 	}
 	// Per-key order of the other rows holds across the dead-lettered one.
 	seqs := map[string][]int{}
 	for _, r := range recs {
-		if id := string(r.Headers["id"]); id == uuidFor(badIndex) || r.Topic != "outbox.event.order" {
+		if id := string(r.Headers["id"]); id == uuidFor(badIndex) || r.Topic != e.eventTopic("order") {
 			t.Errorf("unexpected record on %s with id %q", r.Topic, id)
 			continue
 		}
@@ -355,7 +370,7 @@ func testDeadLetter(t *testing.T, c badRowCase, exactlyOnce bool) {
 		t.Errorf("per-key order: k1 then k2 carried seq %s, want [1 2 3 4] [1 2]", got)
 	}
 
-	dl := consumeAs(t, e.brokers, `^outbox\.dead-letter$`, c.kgo, 30*time.Second,
+	dl := consumeAs(t, e.brokers, "^"+regexp.QuoteMeta(e.deadLetterTopic())+"$", c.kgo, 30*time.Second,
 		func(r []kafkatest.Record) bool { return len(r) > 0 })
 	if len(dl) != 1 {
 		t.Fatalf("%d dead-letter records, want 1:\n%s", len(dl), tail(p.out.String(), 30))

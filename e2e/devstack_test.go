@@ -7,11 +7,14 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/pgoutbox/pgoutbox/internal/kafkareal"
 )
 
 // TestDevStack runs the README's first command the way `make dev` does, asking the
 // dev stack to stop after a few demo events instead of waiting for Ctrl-C: the demo
-// events must reach Kafka and everything must stop cleanly.
+// events must reach Kafka and everything must stop cleanly; with kfake (make dev) and
+// with Apache Kafka (make dev KAFKA=real).
 func TestDevStack(t *testing.T) {
 	devstack := filepath.Join(t.TempDir(), "devstack")
 	build := exec.Command("go", "build", "-o", devstack, "./internal/devstack")
@@ -19,9 +22,20 @@ func TestDevStack(t *testing.T) {
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("build devstack: %v\n%s", err, out)
 	}
+	for _, kafka := range []string{"kfake", "real"} {
+		t.Run(kafka, func(t *testing.T) {
+			if kafka == "real" {
+				kafkareal.Require(t)
+			}
+			devStack(t, devstack, kafka)
+		})
+	}
+}
+
+func devStack(t *testing.T, devstack, kafka string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, devstack, "-pgoutbox", binary, "-events", "6", "-every", "100ms", "-kafka-port", "0")
+	cmd := exec.CommandContext(ctx, devstack, "-pgoutbox", binary, "-events", "6", "-every", "100ms", "-kafka-port", "0", "-kafka", kafka)
 	cmd.Dir = ".."
 	out, err := cmd.CombinedOutput()
 	if err != nil {

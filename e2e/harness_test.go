@@ -20,6 +20,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/twmb/franz-go/pkg/kfake"
 
+	"github.com/pgoutbox/pgoutbox/internal/kafkareal"
 	"github.com/pgoutbox/pgoutbox/internal/kafkatest"
 	"github.com/pgoutbox/pgoutbox/internal/pgtest"
 )
@@ -74,17 +75,22 @@ func testMain(m *testing.M) int {
 		return 1
 	}
 	defer shared.Close()
+	defer stopRealKafka()
 	return m.Run()
 }
 
 // env is one test's world: a database with the outbox table and publication, a
 // Kafka-protocol broker, and a directory for pgoutbox's checkpoint.
 type env struct {
-	t       *testing.T
-	pg      *pgtest.Cluster
-	db      string
-	slot    string
-	kafka   *kfake.Cluster
+	t     *testing.T
+	pg    *pgtest.Cluster
+	db    string
+	slot  string
+	kafka *kfake.Cluster // nil with envOptions.realKafka
+	// real is the package's real Kafka broker with envOptions.realKafka. It is
+	// shared by the tests: topics are named after the test's database (prefix).
+	real    *kafkareal.Broker
+	prefix  string
 	brokers string
 	dir     string
 	admin   *pgx.Conn
@@ -96,6 +102,11 @@ type env struct {
 type envOptions struct {
 	cluster *pgtest.Cluster // nil: the shared one
 	kafka   kafkatest.Options
+	// realKafka runs the test against the package's real Apache Kafka broker
+	// (see realkafka_test.go) instead of a kfake cluster of its own. pgoutbox then
+	// writes to topics of the test's own (prefix + aggregatetype, checkpoint and
+	// dead-letter topics), created with kafka.Partitions partitions.
+	realKafka bool
 }
 
 func newEnv(t *testing.T, o envOptions) *env {
@@ -126,8 +137,12 @@ func newEnv(t *testing.T, o envOptions) *env {
 		t.Fatal(err)
 	}
 	e.admin = admin
-	e.kafka = kafkatest.New(t, o.kafka)
-	e.brokers = kafkatest.Brokers(e.kafka)
+	if o.realKafka {
+		e.useRealKafka(o.kafka.Partitions)
+	} else {
+		e.kafka = kafkatest.New(t, o.kafka)
+		e.brokers = kafkatest.Brokers(e.kafka)
+	}
 	t.Cleanup(func() {
 		admin.Close(context.Background())
 		// Drop the slot so the shared server does not keep its WAL.
@@ -144,14 +159,18 @@ func (e *env) url() string { return e.pg.URL(role, e.db) }
 
 // args are the flags every run gets.
 func (e *env) args(extra ...string) []string {
-	return append([]string{
+	args := []string{
 		"--postgres-url", e.url(),
 		"--kafka-brokers", e.brokers,
 		"--slot", e.slot,
 		"--checkpoint-file", filepath.Join(e.dir, "checkpoint"),
 		"--status-interval", "200ms",
 		"--log-level", "debug",
-	}, extra...)
+	}
+	if e.real != nil {
+		args = append(args, e.realArgs()...)
+	}
+	return append(args, extra...)
 }
 
 // proc is a running pgoutbox.
@@ -339,7 +358,7 @@ func (e *env) consume(timeout time.Duration, until func([]kafkatest.Record) bool
 	e.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	recs, err := kafkatest.Consume(ctx, e.brokers, kafkatest.ConsumeOptions{TopicRegex: `^outbox\.event\.`, Until: until, ReadCommitted: e.readCommitted})
+	recs, err := kafkatest.Consume(ctx, e.brokers, kafkatest.ConsumeOptions{TopicRegex: e.topicRegex(), Until: until, ReadCommitted: e.readCommitted})
 	if err != nil && ctx.Err() == nil {
 		e.t.Fatalf("consume: %v", err)
 	}

@@ -1,9 +1,10 @@
 // Command devstack runs pgoutbox against a local, throwaway stack: a PostgreSQL
 // server with wal_level=logical and the outbox table, and an in-process
-// Kafka-protocol broker (kfake). It writes demo events and prints them as an
+// Kafka-protocol broker (kfake), or with -kafka real an Apache Kafka broker
+// (internal/kafkareal: Java 17 and Maven). It writes demo events and prints them as an
 // independent consumer receives them from Kafka. Ctrl-C stops and removes everything.
 //
-//	go run ./internal/devstack -pgoutbox bin/pgoutbox
+//	go run ./internal/devstack -pgoutbox bin/pgoutbox [-kafka real]
 package main
 
 import (
@@ -22,6 +23,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/pgoutbox/pgoutbox/internal/kafkareal"
 	"github.com/pgoutbox/pgoutbox/internal/kafkatest"
 	"github.com/pgoutbox/pgoutbox/internal/pgtest"
 )
@@ -42,6 +44,7 @@ func run(ctx context.Context) error {
 	every := flag.Duration("every", 2*time.Second, "interval between demo events after the first batch")
 	kafkaPort := flag.Int("kafka-port", 9092, "broker port on 127.0.0.1 (0 or a busy port picks a free one)")
 	sqlDir := flag.String("sql", "sql", "directory with outbox.sql, publication.sql and role.sql")
+	kafkaKind := flag.String("kafka", "kfake", "broker: kfake (in-process) or real (Apache Kafka; needs Java 17 and Maven)")
 	flag.Parse()
 
 	say := func(format string, args ...any) { fmt.Printf("devstack: "+format+"\n", args...) }
@@ -62,22 +65,18 @@ func run(ctx context.Context) error {
 			return fmt.Errorf("%s: %w", f, err)
 		}
 	}
-	// The demo topics exist from the start, so the consumer sees the first events
-	// at once instead of after its next topic discovery.
-	kopts := kafkatest.Options{Partitions: 3, AutoCreate: true,
-		SeedTopics: map[string]int32{"outbox.event.order": 3, "outbox.event.customer": 3}}
+	port := 0
 	if *kafkaPort != 0 && portFree(*kafkaPort) {
-		kopts.Ports = []int{*kafkaPort}
+		port = *kafkaPort
 	}
-	kafka, err := kafkatest.Start(kopts)
+	brokers, closeKafka, err := startKafka(ctx, *kafkaKind, port, say)
 	if err != nil {
 		return err
 	}
-	defer kafka.Close()
-	brokers := kafkatest.Brokers(kafka)
+	defer closeKafka()
 	url := pg.URL("pgoutbox", db)
 	say("PostgreSQL %s (superuser: %s)", url, pg.SuperURL(db))
-	say("Kafka-protocol broker (kfake) at %s; try: kcat -b %s -C -t outbox.event.order -f '%%k %%s\\n'", brokers, brokers)
+	say("%s at %s; try: kcat -b %s -C -t outbox.event.order -f '%%k %%s\\n'", brokerName(*kafkaKind), brokers, brokers)
 
 	dir, err := os.MkdirTemp("", "pgoutbox-dev-")
 	if err != nil {
@@ -144,6 +143,49 @@ func run(ctx context.Context) error {
 		err = nil
 	}
 	return err
+}
+
+// demoTopics exist from the start, so the consumer sees the first events at once
+// instead of after its next topic discovery.
+var demoTopics = map[string]int{"outbox.event.order": 3, "outbox.event.customer": 3}
+
+func brokerName(kind string) string {
+	if kind == "real" {
+		return "Apache Kafka broker"
+	}
+	return "Kafka-protocol broker (kfake)"
+}
+
+// startKafka starts the broker of kind (kfake or real) on port (0: a free one) and
+// returns its bootstrap address and how to stop it.
+func startKafka(ctx context.Context, kind string, port int, say func(string, ...any)) (string, func(), error) {
+	switch kind {
+	case "kfake":
+		kopts := kafkatest.Options{Partitions: 3, AutoCreate: true, SeedTopics: map[string]int32{}}
+		for t, n := range demoTopics {
+			kopts.SeedTopics[t] = int32(n)
+		}
+		if port != 0 {
+			kopts.Ports = []int{port}
+		}
+		kafka, err := kafkatest.Start(kopts)
+		if err != nil {
+			return "", nil, err
+		}
+		return kafkatest.Brokers(kafka), kafka.Close, nil
+	case "real":
+		say("starting Apache Kafka (the first run downloads its jars with Maven)")
+		b, err := kafkareal.Start(ctx, kafkareal.Options{Port: port, AutoCreateTopics: true, Partitions: 3})
+		if err != nil {
+			return "", nil, err
+		}
+		if err := b.CreateTopics(ctx, demoTopics); err != nil {
+			b.Close()
+			return "", nil, err
+		}
+		return b.Brokers(), func() { b.Close() }, nil
+	}
+	return "", nil, fmt.Errorf("-kafka %q: want kfake or real", kind)
 }
 
 // waitSlot waits until pgoutbox streams from its slot, so demo events are not
