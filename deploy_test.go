@@ -137,3 +137,18 @@ func TestSystemdAnalyzeVerify(t *testing.T) {
 		t.Errorf("systemd-analyze verify: %v\n%s", err, out)
 	}
 }
+
+// TestPrometheusRules: promtool accepts the alerting rules, and its unit tests
+// (deploy/prometheus/alerts_test.yml: synthetic series, expected alerts with their
+// rendered annotations) pass. Runs in CI, where .ci/run installs promtool.
+func TestPrometheusRules(t *testing.T) {
+	promtool := require(t, "promtool", "prometheus", true)
+	for _, args := range [][]string{{"check", "rules", "alerts.yml"}, {"test", "rules", "alerts_test.yml"}} {
+		cmd := exec.Command(promtool, args...)
+		cmd.Dir = "deploy/prometheus"
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Errorf("promtool %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+	}
+}

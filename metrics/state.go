@@ -3,6 +3,7 @@ package metrics
 import (
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 )
 
@@ -48,4 +49,25 @@ func (m *Metrics) Alive(stale time.Duration) bool {
 		return true
 	}
 	return time.Since(time.Unix(0, last)) <= stale
+}
+
+// RegisterState registers the states an alert or a dashboard needs and /readyz
+// alone does not show: pgoutbox_ready (1 exactly when /readyz answers 200) and
+// pgoutbox_standing_by (1 while another process streams from the slot). Call it
+// once, after New.
+func (m *Metrics) RegisterState() {
+	b := func(f func() bool) func() float64 {
+		return func() float64 {
+			if f() {
+				return 1
+			}
+			return 0
+		}
+	}
+	m.Registry.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "pgoutbox_ready", Help: "1 while streaming with reachable Kafka brokers: what /readyz answers 200 for."},
+			b(func() bool { ready, _ := m.Ready(); return ready })),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "pgoutbox_standing_by", Help: "1 while this instance waits because another process streams from the slot."},
+			b(m.StandingBy)),
+	)
 }
