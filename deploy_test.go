@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"encoding/json"
 	"flag"
 	"os"
 	"os/exec"
@@ -151,4 +152,61 @@ func TestPrometheusRules(t *testing.T) {
 			t.Errorf("promtool %s: %v\n%s", strings.Join(args, " "), err, out)
 		}
 	}
+}
+
+// TestGrafanaDashboard: the dashboard imports as is: no __inputs to fill in, every
+// panel and query on the ${datasource} variable, unique panel ids, a grid position
+// for each panel. (Which metrics it queries is checked against a running pgoutbox
+// in e2e's TestDeployFiles.)
+func TestGrafanaDashboard(t *testing.T) {
+	b, err := os.ReadFile("deploy/grafana/pgoutbox.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var d struct {
+		UID    string            `json:"uid"`
+		Inputs []json.RawMessage `json:"__inputs"`
+		Panels []struct {
+			ID         int             `json:"id"`
+			Type       string          `json:"type"`
+			Title      string          `json:"title"`
+			Datasource *dashDatasource `json:"datasource"`
+			GridPos    *struct{ H, W int }
+			Targets    []struct {
+				Datasource *dashDatasource `json:"datasource"`
+			} `json:"targets"`
+		} `json:"panels"`
+	}
+	if err := json.Unmarshal(b, &d); err != nil {
+		t.Fatalf("dashboard is not JSON: %v", err)
+	}
+	if d.UID == "" || len(d.Inputs) != 0 {
+		t.Errorf("uid %q, %d __inputs: want a fixed uid and nothing to fill in on import", d.UID, len(d.Inputs))
+	}
+	ids := map[int]bool{}
+	for _, p := range d.Panels {
+		if ids[p.ID] {
+			t.Errorf("panel id %d twice", p.ID)
+		}
+		ids[p.ID] = true
+		if p.GridPos == nil || p.GridPos.W == 0 || p.GridPos.H == 0 {
+			t.Errorf("panel %q has no grid position", p.Title)
+		}
+		if p.Type == "row" {
+			continue
+		}
+		if p.Datasource == nil || p.Datasource.UID != "${datasource}" {
+			t.Errorf("panel %q datasource %+v, want ${datasource}", p.Title, p.Datasource)
+		}
+		for _, tg := range p.Targets {
+			if tg.Datasource == nil || tg.Datasource.UID != "${datasource}" {
+				t.Errorf("panel %q target datasource %+v, want ${datasource}", p.Title, tg.Datasource)
+			}
+		}
+	}
+}
+
+type dashDatasource struct {
+	Type string `json:"type"`
+	UID  string `json:"uid"`
 }
