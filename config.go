@@ -23,13 +23,14 @@ const envPrefix = "PGOUTBOX_"
 
 // Flag groups, in --help order.
 const (
-	groupPostgres = "PostgreSQL"
-	groupKafka    = "Kafka"
-	groupMapping  = "Mapping (defaults match Debezium's outbox EventRouter)"
-	groupOps      = "Operations"
+	groupPostgres  = "PostgreSQL"
+	groupKafka     = "Kafka"
+	groupMapping   = "Mapping (defaults match Debezium's outbox EventRouter)"
+	groupOps       = "Operations"
+	groupRepublish = "Republish"
 )
 
-var groupOrder = []string{groupPostgres, groupKafka, groupMapping, groupOps}
+var groupOrder = []string{groupRepublish, groupPostgres, groupKafka, groupMapping, groupOps}
 
 // flags is a flag.FlagSet whose flags belong to groups and fall back to environment
 // variables.
@@ -169,6 +170,7 @@ and the replication slot is confirmed only after Kafka acknowledged the events.
 Usage:
   pgoutbox [run] [flags]       stream the outbox to Kafka (the default)
   pgoutbox status [flags]      show the slot, publication and checkpoint; exit 1 if something needs attention
+  pgoutbox republish [flags]   publish the outbox rows matching --where again (see pgoutbox republish --help)
   pgoutbox version             print the version
 
 Every flag can also be set through the environment variable named below it; a flag on the
