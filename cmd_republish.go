@@ -57,7 +57,7 @@ func newRepublishFlags() *republishFlags {
 	f.where = f.string(groupRepublish, "where", "", "SQL `condition` selecting the rows to publish again, e.g. \"created_at >= '2026-11-20 10:00'\"\n(required; --where true selects every row)")
 	f.orderBy = f.string(groupRepublish, "order-by", "", "`column` to publish rows in (default: the id column); the id column breaks ties; must not be NULL")
 	f.batch = f.int(groupRepublish, "batch", 1000, "rows per page: read, published and acknowledged before the next page")
-	f.resume = f.bool(groupRepublish, "resume", false, "continue the republish recorded in --resume-file after its last acknowledged page")
+	f.resume = f.bool(groupRepublish, "resume", false, "continue the republish recorded in --resume-file after its last acknowledged page\n(or start it if there is none yet)")
 	f.resumeFile = f.string(groupRepublish, "resume-file", "", "`path` where the position after each acknowledged page is saved (default: --checkpoint-file + \".republish\")")
 	f.checkpointFile = f.string(groupOps, "checkpoint-file", "pgoutbox.checkpoint", "the relay's checkpoint `path`; only locates the default --resume-file")
 	return f
@@ -154,16 +154,16 @@ func isTerminal(w io.Writer) bool {
 	return err == nil && fi.Mode()&os.ModeCharDevice != 0
 }
 
-// startState loads the state to resume, or a fresh one. Without --resume, an
-// unfinished state is not overwritten: that is most likely a forgotten --resume.
+// startState loads the state to resume, or a fresh one when there is none. Without
+// --resume, an unfinished state is not overwritten: that is most likely a forgotten
+// --resume.
 func startState(o *republishOptions) (republishState, error) {
 	fresh := republishState{Table: o.spec.Table, Where: o.spec.Where, OrderBy: o.spec.Order}
 	old, err := loadState(o.stateFile)
 	switch {
 	case errors.Is(err, os.ErrNotExist):
-		if o.resume {
-			return fresh, &usageError{fmt.Errorf("--resume: no republish state at %s", o.stateFile)}
-		}
+		// --resume of a republish that never saved a page starts it: a Job or a
+		// script can always pass --resume.
 		return fresh, nil
 	case err != nil:
 		return fresh, err

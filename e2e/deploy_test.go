@@ -229,7 +229,8 @@ func helpFlags(t *testing.T, cmd string) (flags, envs map[string]bool) {
 type k8sObject struct {
 	Kind     string `yaml:"kind"`
 	Metadata struct {
-		Name string `yaml:"name"`
+		Name         string `yaml:"name"`
+		GenerateName string `yaml:"generateName"`
 	} `yaml:"metadata"`
 	Data       map[string]string `yaml:"data"`
 	StringData map[string]string `yaml:"stringData"`
@@ -348,7 +349,7 @@ func checkKubernetes(t *testing.T, addr string) {
 		}
 		for _, pod := range pods {
 			for _, c := range pod.Containers {
-				where := o.Kind + "/" + o.Metadata.Name + " container " + c.Name
+				where := o.Kind + "/" + o.Metadata.Name + o.Metadata.GenerateName + " container " + c.Name
 				cmd := ""
 				if len(c.Args) > 0 && !strings.HasPrefix(c.Args[0], "-") {
 					cmd = c.Args[0]
@@ -362,9 +363,17 @@ func checkKubernetes(t *testing.T, addr string) {
 						}
 					}
 				}
-				var vars []string
+				// Variables set on the container are its command's; those from a
+				// ConfigMap or Secret may also be the relay's (a republish Job shares
+				// the pair's configuration, and ignores what it does not read).
+				_, relayEnvs := flagsOf("")
+				check := func(v string, shared bool) {
+					if strings.HasPrefix(v, "PGOUTBOX_") && !envs[v] && !(shared && relayEnvs[v]) {
+						t.Errorf("%s: %s is not a flag of pgoutbox %s", where, v, cmd)
+					}
+				}
 				for _, e := range c.Env {
-					vars = append(vars, e.Name)
+					check(e.Name, false)
 				}
 				for _, ef := range c.EnvFrom {
 					ref := ""
@@ -377,14 +386,13 @@ func checkKubernetes(t *testing.T, addr string) {
 					if !ok {
 						t.Errorf("%s: envFrom %s is not in the manifests", where, ref)
 					}
+					keys := make([]string, 0, len(data))
 					for k := range data {
-						vars = append(vars, k)
+						keys = append(keys, k)
 					}
-				}
-				sort.Strings(vars)
-				for _, v := range vars {
-					if strings.HasPrefix(v, "PGOUTBOX_") && !envs[v] {
-						t.Errorf("%s: %s is not a flag of pgoutbox %s", where, v, cmd)
+					sort.Strings(keys)
+					for _, k := range keys {
+						check(k, true)
 					}
 				}
 				if c.Resources.Requests["memory"] == "" || c.Resources.Limits["memory"] == "" {
