@@ -256,7 +256,7 @@ func (r *republisher) run(ctx context.Context) error {
 		r.progress(false)
 		if r.state.Done {
 			r.progress(true)
-			r.log.Info().Int64("rows", r.state.Rows).Dur("elapsed", time.Since(r.started).Round(time.Millisecond)).
+			r.log.Info().Int64("rows", r.state.Rows).Str("elapsed", time.Since(r.started).Round(time.Millisecond).String()).
 				Msg("republish done: every matching row is acknowledged")
 			return nil
 		}
@@ -281,7 +281,7 @@ func (r *republisher) progress(final bool) {
 	rate := float64(r.state.Rows-r.rowsAtStart) / max(elapsed.Seconds(), 0.001)
 	ev := r.log.Info().Int64("rows", r.state.Rows).Int64("of", r.total).Float64("rows_per_s", float64(int(rate*10))/10)
 	if rate > 0 && r.total > r.state.Rows {
-		ev = ev.Dur("eta", (time.Duration(float64(r.total-r.state.Rows)/rate) * time.Second).Round(time.Second))
+		ev = ev.Str("eta", (time.Duration(float64(r.total-r.state.Rows)/rate) * time.Second).Round(time.Second).String())
 	}
 	ev.Msg("republish progress")
 }
