@@ -119,7 +119,8 @@ func (n *notifier) run(stop context.Context, done <-chan struct{}, s notifyState
 		}
 		if st != last {
 			last = st
-			lines = append(lines, "STATUS="+st)
+			// One line: a newline would start another assignment.
+			lines = append(lines, "STATUS="+strings.Join(strings.Fields(st), " "))
 		}
 		if len(lines) > 0 {
 			warn(n.send(lines...))

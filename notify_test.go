@@ -179,6 +179,8 @@ func TestNotifyLifecycle(t *testing.T) {
 
 	m.SetReady(false, "kafka brokers down")
 	mgr.expect("STATUS=not ready: kafka brokers down", time.Second)
+	m.SetReady(false, "reconnecting: server said\nDETAIL: two lines")
+	mgr.expect("STATUS=not ready: reconnecting: server said DETAIL: two lines", time.Second)
 	m.SetReady(true, "")
 	before = mgr.expect("STATUS=streaming", time.Second)
 	for _, b := range before {
