@@ -57,6 +57,10 @@ var errProducerFailed = errors.New("kafka producer failed")
 // errRedoPage asks run to publish the current page again with the new producer.
 var errRedoPage = errors.New("publish the page again")
 
+// fatalSettle is how long a failed Produce waits for Run to report a fatal error
+// (Run collects the delivery reports that follow one for 200 ms of quiet).
+const fatalSettle = 3 * time.Second
+
 // maxRestarts bounds producers rebuilt in a row after fatal errors with no refused
 // event to show for them.
 const maxRestarts = 3
@@ -187,11 +191,15 @@ func (r *republisher) produce(ctx context.Context, rec *outbox.Record) error {
 			}
 		case sink.Permanent(err):
 			return r.refused(fmt.Errorf("kafka refused %w", err))
-		case sink.Fatal(err):
-			<-r.runDone // Run returns on the fatal error too
-			return errProducerFailed
 		default:
-			return err
+			// After a fatal error librdkafka refuses new messages ("Local: Fatal
+			// error") before Run has returned with it: let the wait for acks decide.
+			select {
+			case <-r.runDone:
+				return errProducerFailed
+			case <-time.After(fatalSettle):
+				return err
+			}
 		}
 	}
 }
