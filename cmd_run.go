@@ -31,6 +31,7 @@ func runRelay(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	log := newLogger(stderr, o.logFormat, o.logLevel)
 	m := metrics.New(version)
+	m.RegisterState()
 	o.cfg.Log = log
 	o.cfg.Metrics = m
 
@@ -45,15 +46,25 @@ func runRelay(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		Str("kafka", o.cfg.Kafka.Brokers).Str("slot", o.cfg.Slot).Str("table", o.cfg.Mapping.Table).
 		Str("topic", o.cfg.Mapping.Topic()).Str("kafka_config", o.cfg.Kafka.Redacted()).Msg("pgoutbox starting")
 
+	notify, err := newNotifier(getenv, log)
+	if err != nil {
+		return err
+	}
+	signalled := ctx
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	g, gctx := errgroup.WithContext(ctx)
+	stale := max(3*o.cfg.StatusInterval, 2*time.Minute)
 	if ln != nil {
-		stale := max(3*o.cfg.StatusInterval, 2*time.Minute)
 		g.Go(func() error { return metrics.Serve(gctx, ln, m.Handler(stale)) })
+	}
+	relayDone := make(chan struct{})
+	if notify != nil {
+		g.Go(func() error { return notify.run(signalled, relayDone, m, stale, 250*time.Millisecond) })
 	}
 	g.Go(func() error {
 		defer cancel() // stop the metrics server when the relay ends
+		defer close(relayDone)
 		return relay.Run(gctx, o.cfg)
 	})
 	return g.Wait()

@@ -23,13 +23,14 @@ const envPrefix = "PGOUTBOX_"
 
 // Flag groups, in --help order.
 const (
-	groupPostgres = "PostgreSQL"
-	groupKafka    = "Kafka"
-	groupMapping  = "Mapping (defaults match Debezium's outbox EventRouter)"
-	groupOps      = "Operations"
+	groupPostgres  = "PostgreSQL"
+	groupKafka     = "Kafka"
+	groupMapping   = "Mapping (defaults match Debezium's outbox EventRouter)"
+	groupOps       = "Operations"
+	groupRepublish = "Republish"
 )
 
-var groupOrder = []string{groupPostgres, groupKafka, groupMapping, groupOps}
+var groupOrder = []string{groupRepublish, groupPostgres, groupKafka, groupMapping, groupOps}
 
 // flags is a flag.FlagSet whose flags belong to groups and fall back to environment
 // variables.
@@ -169,6 +170,7 @@ and the replication slot is confirmed only after Kafka acknowledged the events.
 Usage:
   pgoutbox [run] [flags]       stream the outbox to Kafka (the default)
   pgoutbox status [flags]      show the slot, publication and checkpoint; exit 1 if something needs attention
+  pgoutbox republish [flags]   publish the outbox rows matching --where again (see pgoutbox republish --help)
   pgoutbox version             print the version
 
 Every flag can also be set through the environment variable named below it; a flag on the
@@ -208,12 +210,13 @@ type options struct {
 // relayFlags defines the relay's flags; parse them with f.parse and then call build.
 type relayFlags struct {
 	*flags
+	kafka                                            kafkaFlags
+	mapping                                          mappingFlags
+	log                                              logFlags
 	postgresURL, slot, publication, table            *string
-	brokers, kafkaConfigFile, onError, deadLetter    *string
-	kafkaConfig, headers                             *listFlag
-	topic, idCol, keyCol, typeCol, payloadCol        *string
+	onError, deadLetter                              *string
 	checkpointStore, checkpointFile, checkpointTable *string
-	logLevel, logFormat, metricsAddr                 *string
+	metricsAddr                                      *string
 	maxInFlight                                      *int
 	statusInterval, shutdownTimeout, retryActive     *time.Duration
 	acceptGap, slotFailover, exactlyOnce             *bool
@@ -227,18 +230,17 @@ type relayFlags struct {
 
 func newRelayFlags() *relayFlags {
 	f := &relayFlags{flags: newFlags("pgoutbox")}
-	d := outbox.DefaultConfig()
-	f.postgresURL = f.string(groupPostgres, "postgres-url", "", "PostgreSQL connection `URL` or DSN (postgres://user:pass@host:5432/db?sslmode=verify-full); TLS through sslmode/sslrootcert")
+	f.postgresURL = f.postgresURLFlag()
+	f.kafka = f.kafkaFlags()
+	f.mapping = f.mappingFlags()
+	f.table = f.mapping.table
+	f.log = f.logFlags()
 	f.slot = f.string(groupPostgres, "slot", "pgoutbox", "logical replication slot `name`; created with plugin pgoutput if missing")
 	f.publication = f.string(groupPostgres, "publication", "pgoutbox", "publication `name`; created FOR TABLE <table> WITH (publish = 'insert') if missing")
-	f.table = f.string(groupPostgres, "table", d.Table, "outbox `table` (schema.table)")
 	f.acceptGap = f.bool(groupPostgres, "accept-gap", false, "start even though the checkpoint and the slot disagree (slot dropped, re-created or lost);\nevents in the gap are not published. Use once, after reading the gap error")
 	f.slotFailover = f.bool(groupPostgres, "slot-failover", false, "create the slot as a failover slot (PostgreSQL 17+) that standbys keep in sync")
 	f.retryActive = f.duration(groupPostgres, "standby-retry", 5*time.Second, "how often a standby instance retries a slot that another instance streams from")
 
-	f.brokers = f.string(groupKafka, "kafka-brokers", "", "Kafka bootstrap `servers` (host:port,host:port)")
-	f.kafkaConfig = f.list(groupKafka, "kafka-config", "librdkafka property `key=value` (repeatable), e.g. security.protocol=SASL_SSL")
-	f.kafkaConfigFile = f.string(groupKafka, "kafka-config-file", "", "librdkafka properties `file` (key=value lines, # comments), as kcat -F reads; --kafka-config wins")
 	f.onError = f.string(groupKafka, "on-error", relay.OnErrorFail, "what to do with a row Kafka refuses (too large, bad topic, not authorized):\nfail (stop; nothing past it is confirmed) or dead-letter")
 	f.deadLetter = f.string(groupKafka, "dead-letter-topic", "outbox.dead-letter", "`topic` for rows refused by Kafka with --on-error=dead-letter")
 	f.maxInFlight = f.int(groupKafka, "max-in-flight", 20000, "events published but not yet checkpointed before reading pauses; bounds memory and\nwhat a crash publishes twice (a transaction larger than this is replayed whole)")
@@ -248,13 +250,7 @@ func newRelayFlags() *relayFlags {
 	f.txnInterval = f.duration(groupKafka, "txn-interval", 100*time.Millisecond, "longest a Kafka transaction stays open with --exactly-once (read_committed latency)")
 	f.txnMaxEvents = f.int(groupKafka, "txn-max-events", 5000, "events per Kafka transaction with --exactly-once before it commits, even mid-way\nthrough a PostgreSQL transaction")
 
-	f.topic = f.string(groupMapping, "topic", "", "topic `template` with {column} placeholders (default \"outbox.event.{<aggregatetype column>}\")")
-	f.idCol = f.string(groupMapping, "id-column", d.IDColumn, "`column` with the event id, sent as header \"id\"")
-	f.keyCol = f.string(groupMapping, "key-column", d.KeyColumn, "`column` with the record key (NULL gives a null key)")
-	f.typeCol = f.string(groupMapping, "aggregatetype-column", d.AggregateTypeColumn, "`column` the default topic template routes by")
-	f.payloadCol = f.string(groupMapping, "payload-column", d.PayloadColumn, "`column` with the record value (jsonb, json, text or bytea; NULL gives a null value)")
 	f.messagesPrefix = f.string(groupMapping, "messages-prefix", "", "also publish transactional pg_logical_emit_message() messages with this `prefix` (PostgreSQL 14+),\nmapping their JSON fields like the table's columns; with --table \"\" no table is needed")
-	f.headers = f.list(groupMapping, "header-column", "also send `column[=header]` as a header (repeatable), e.g. type=eventType")
 
 	f.backfill = &backfillFlag{}
 	f.groups["backfill"] = groupPostgres
@@ -266,57 +262,22 @@ func newRelayFlags() *relayFlags {
 	f.statusInterval = f.duration(groupOps, "status-interval", time.Second, "how often the acknowledged position is checkpointed and confirmed to PostgreSQL")
 	f.shutdownTimeout = f.duration(groupOps, "shutdown-timeout", 30*time.Second, "how long SIGTERM waits for in-flight events to be acknowledged")
 	f.metricsAddr = f.string(groupOps, "metrics-addr", "", "serve /metrics, /healthz and /readyz on this `address` (e.g. 127.0.0.1:9187); off when empty")
-	f.logLevel = f.string(groupOps, "log-level", "info", "debug, info, warn or error")
-	f.logFormat = f.string(groupOps, "log-format", "json", "json or console")
 	return f
 }
 
 // build turns parsed flags into a validated configuration.
 func (f *relayFlags) build() (*options, error) {
-	o := &options{logLevel: *f.logLevel, logFormat: *f.logFormat, metrics: *f.metricsAddr}
-	props := map[string]string{}
-	if *f.kafkaConfigFile != "" {
-		fileProps, err := sink.ReadPropertiesFile(*f.kafkaConfigFile)
-		if err != nil {
-			return nil, &usageError{err}
-		}
-		for k, v := range fileProps {
-			props[k] = v
-		}
-	}
-	for _, kv := range f.kafkaConfig.values {
-		k, v, err := sink.ParseProperty(kv)
-		if err != nil {
-			return nil, &usageError{err}
-		}
-		props[k] = v
-	}
-	var headers []outbox.HeaderColumn
-	for _, h := range f.headers.values {
-		col, name, ok := strings.Cut(h, "=")
-		if !ok {
-			name = col
-		}
-		headers = append(headers, outbox.HeaderColumn{Column: strings.TrimSpace(col), Name: strings.TrimSpace(name)})
-	}
-	table := *f.table
-	if table != "" && !strings.Contains(table, ".") {
-		table = "public." + table
+	o := &options{logLevel: *f.log.level, logFormat: *f.log.format, metrics: *f.metricsAddr}
+	kafka, err := f.kafka.build()
+	if err != nil {
+		return nil, err
 	}
 	o.cfg = relay.Config{
-		PostgresURL: *f.postgresURL,
-		Slot:        *f.slot,
-		Publication: *f.publication,
-		Mapping: outbox.Config{
-			Table:               table,
-			IDColumn:            *f.idCol,
-			KeyColumn:           *f.keyCol,
-			AggregateTypeColumn: *f.typeCol,
-			PayloadColumn:       *f.payloadCol,
-			TopicTemplate:       *f.topic,
-			Headers:             headers,
-		},
-		Kafka:           sink.Config{Brokers: *f.brokers, Properties: props, ClientID: "pgoutbox"},
+		PostgresURL:     *f.postgresURL,
+		Slot:            *f.slot,
+		Publication:     *f.publication,
+		Mapping:         f.mapping.build(),
+		Kafka:           kafka,
 		CheckpointStore: *f.checkpointStore,
 		CheckpointFile:  *f.checkpointFile,
 		CheckpointTable: *f.checkpointTable,
@@ -344,15 +305,117 @@ func (f *relayFlags) build() (*options, error) {
 	if err := o.cfg.Validate(); err != nil {
 		return nil, &usageError{err}
 	}
-	switch o.logFormat {
-	case "json", "console":
-	default:
-		return nil, &usageError{fmt.Errorf("--log-format %q: want json or console", o.logFormat)}
-	}
-	if _, err := parseLevel(o.logLevel); err != nil {
-		return nil, &usageError{err}
+	if err := f.log.check(); err != nil {
+		return nil, err
 	}
 	return o, nil
+}
+
+// postgresURLFlag is --postgres-url, shared by every command.
+func (f *flags) postgresURLFlag() *string {
+	return f.string(groupPostgres, "postgres-url", "", "PostgreSQL connection `URL` or DSN (postgres://user:pass@host:5432/db?sslmode=verify-full); TLS through sslmode/sslrootcert")
+}
+
+// kafkaFlags are the producer's connection flags, shared by run and republish.
+type kafkaFlags struct {
+	brokers, configFile *string
+	config              *listFlag
+}
+
+func (f *flags) kafkaFlags() kafkaFlags {
+	return kafkaFlags{
+		brokers:    f.string(groupKafka, "kafka-brokers", "", "Kafka bootstrap `servers` (host:port,host:port)"),
+		config:     f.list(groupKafka, "kafka-config", "librdkafka property `key=value` (repeatable), e.g. security.protocol=SASL_SSL"),
+		configFile: f.string(groupKafka, "kafka-config-file", "", "librdkafka properties `file` (key=value lines, # comments), as kcat -F reads; --kafka-config wins"),
+	}
+}
+
+// build reads the properties file and merges --kafka-config over it.
+func (k kafkaFlags) build() (sink.Config, error) {
+	props := map[string]string{}
+	if *k.configFile != "" {
+		fileProps, err := sink.ReadPropertiesFile(*k.configFile)
+		if err != nil {
+			return sink.Config{}, &usageError{err}
+		}
+		for key, v := range fileProps {
+			props[key] = v
+		}
+	}
+	for _, kv := range k.config.values {
+		key, v, err := sink.ParseProperty(kv)
+		if err != nil {
+			return sink.Config{}, &usageError{err}
+		}
+		props[key] = v
+	}
+	return sink.Config{Brokers: *k.brokers, Properties: props, ClientID: "pgoutbox"}, nil
+}
+
+// mappingFlags say how a row becomes a Kafka record, shared by run and republish.
+type mappingFlags struct {
+	table, topic, idCol, keyCol, typeCol, payloadCol *string
+	headers                                          *listFlag
+}
+
+func (f *flags) mappingFlags() mappingFlags {
+	d := outbox.DefaultConfig()
+	return mappingFlags{
+		table:      f.string(groupPostgres, "table", d.Table, "outbox `table` (schema.table)"),
+		topic:      f.string(groupMapping, "topic", "", "topic `template` with {column} placeholders (default \"outbox.event.{<aggregatetype column>}\")"),
+		idCol:      f.string(groupMapping, "id-column", d.IDColumn, "`column` with the event id, sent as header \"id\""),
+		keyCol:     f.string(groupMapping, "key-column", d.KeyColumn, "`column` with the record key (NULL gives a null key)"),
+		typeCol:    f.string(groupMapping, "aggregatetype-column", d.AggregateTypeColumn, "`column` the default topic template routes by"),
+		payloadCol: f.string(groupMapping, "payload-column", d.PayloadColumn, "`column` with the record value (jsonb, json, text or bytea; NULL gives a null value)"),
+		headers:    f.list(groupMapping, "header-column", "also send `column[=header]` as a header (repeatable), e.g. type=eventType"),
+	}
+}
+
+// build returns the mapping, with the table qualified by schema public if it is not.
+func (m mappingFlags) build() outbox.Config {
+	var headers []outbox.HeaderColumn
+	for _, h := range m.headers.values {
+		col, name, ok := strings.Cut(h, "=")
+		if !ok {
+			name = col
+		}
+		headers = append(headers, outbox.HeaderColumn{Column: strings.TrimSpace(col), Name: strings.TrimSpace(name)})
+	}
+	table := *m.table
+	if table != "" && !strings.Contains(table, ".") {
+		table = "public." + table
+	}
+	return outbox.Config{
+		Table:               table,
+		IDColumn:            *m.idCol,
+		KeyColumn:           *m.keyCol,
+		AggregateTypeColumn: *m.typeCol,
+		PayloadColumn:       *m.payloadCol,
+		TopicTemplate:       *m.topic,
+		Headers:             headers,
+	}
+}
+
+// logFlags are --log-level and --log-format.
+type logFlags struct{ level, format *string }
+
+func (f *flags) logFlags() logFlags {
+	return logFlags{
+		level:  f.string(groupOps, "log-level", "info", "debug, info, warn or error"),
+		format: f.string(groupOps, "log-format", "json", "json or console"),
+	}
+}
+
+func (l logFlags) check() error {
+	switch *l.format {
+	case "json", "console":
+	default:
+		return &usageError{fmt.Errorf("--log-format %q: want json or console", *l.format)}
+	}
+	if _, err := parseLevel(*l.level); err != nil {
+		return &usageError{err}
+	}
+	return nil
 }
 
 // getenv is os.Getenv; tests replace the environment through run's callers.

@@ -102,8 +102,8 @@ func TestDockerfile(t *testing.T) {
 	}
 }
 
-// TestReadmeDocumentsEveryFlag: every flag of the relay and of status is in the
-// README's configuration table.
+// TestReadmeDocumentsEveryFlag: every flag of the relay, of status and of republish is
+// in the README's configuration tables.
 func TestReadmeDocumentsEveryFlag(t *testing.T) {
 	b, err := os.ReadFile("README.md")
 	if err != nil {
@@ -113,6 +113,11 @@ func TestReadmeDocumentsEveryFlag(t *testing.T) {
 	newRelayFlags().fs.VisitAll(func(f *flag.Flag) {
 		if !strings.Contains(readme, "`--"+f.Name) {
 			t.Errorf("README does not document --%s", f.Name)
+		}
+	})
+	newRepublishFlags().fs.VisitAll(func(f *flag.Flag) {
+		if !strings.Contains(readme, "`--"+f.Name) {
+			t.Errorf("README does not document republish --%s", f.Name)
 		}
 	})
 	for _, f := range []string{"--json", "--max-retained-mb"} {

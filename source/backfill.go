@@ -47,10 +47,39 @@ func (c *Conn) ReadBackfill(ctx context.Context, snapshot string, b Backfill, ro
 	if _, err := tx.Exec(ctx, "SET TRANSACTION SNAPSHOT '"+strings.ReplaceAll(snapshot, "'", "''")+"'"); err != nil {
 		return fmt.Errorf("backfill: import snapshot %s: %w", snapshot, err)
 	}
-	// Text results, like pgoutput's: the mapper sees backfilled and streamed rows alike.
-	rr := c.conn.PgConn().ExecParams(ctx, b.Query(), nil, nil, nil, []int16{pgx.TextFormatCode})
+	rowErr, err := c.readRows(ctx, b.Table, b.Query(), nil, row)
+	if rowErr != nil {
+		return rowErr
+	}
+	if err != nil {
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) && invalidQuery(pgErr) {
+			return setupErr(nil, "--backfill query %q is invalid: %s", b.Query(), pgErr.Message)
+		}
+		return fmt.Errorf("backfill: %w", err)
+	}
+	return tx.Commit(ctx)
+}
+
+// invalidQuery reports whether the server rejected a statement built from the
+// user's condition or column names: a syntax error, an unknown column, function or
+// table.
+func invalidQuery(pgErr *pgconn.PgError) bool {
+	switch pgErr.Code {
+	case "42601", "42703", "42883", "42P01":
+		return true
+	}
+	return false
+}
+
+// readRows runs query on table with text results and calls row for each result row,
+// with a relation built from the result's columns and the values in the text form
+// pgoutput uses: the mapper sees read and streamed rows alike. Values are valid only
+// during the call. rowErr is row's error, which stops the read; err is the server's.
+func (c *Conn) readRows(ctx context.Context, table, query string, params [][]byte, row func(*decoder.Relation, []decoder.Value) error) (rowErr, err error) {
+	rr := c.conn.PgConn().ExecParams(ctx, query, params, nil, nil, []int16{pgx.TextFormatCode})
 	fields := rr.FieldDescriptions()
-	schema, name, _ := strings.Cut(b.Table, ".")
+	schema, name, _ := strings.Cut(table, ".")
 	rel := &decoder.Relation{Namespace: schema, Name: name}
 	for _, f := range fields {
 		rel.Columns = append(rel.Columns, decoder.Column{Name: f.Name, TypeOID: f.DataTypeOID, TypeMod: f.TypeModifier})
@@ -66,15 +95,9 @@ func (c *Conn) ReadBackfill(ctx context.Context, snapshot string, b Backfill, ro
 		}
 		if err := row(rel, values); err != nil {
 			rr.Close()
-			return err
+			return err, nil
 		}
 	}
-	if _, err := rr.Close(); err != nil {
-		var pgErr *pgconn.PgError
-		if errors.As(err, &pgErr) && (pgErr.Code == "42601" || pgErr.Code == "42703" || pgErr.Code == "42883" || pgErr.Code == "42P01") {
-			return setupErr(nil, "--backfill query %q is invalid: %s", b.Query(), pgErr.Message)
-		}
-		return fmt.Errorf("backfill: %w", err)
-	}
-	return tx.Commit(ctx)
+	_, err = rr.Close()
+	return nil, err
 }
