@@ -31,7 +31,6 @@ func runRelay(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	log := newLogger(stderr, o.logFormat, o.logLevel)
 	m := metrics.New(version)
-	m.RegisterState()
 	o.cfg.Log = log
 	o.cfg.Metrics = m
 

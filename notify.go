@@ -27,8 +27,8 @@ type notifier struct {
 
 // notifyState is what the notifier reads of pgoutbox's state (*metrics.Metrics).
 type notifyState interface {
-	Ready() (bool, string)
-	StandingBy() bool
+	IsReady() (bool, string)
+	IsStandingBy() bool
 	Backfilling() bool
 	Alive(stale time.Duration) bool
 }
@@ -70,11 +70,11 @@ func (n *notifier) send(lines ...string) error {
 // status describes the state in one STATUS= line, and says whether the service
 // counts as started: streaming, standing by, or backfilling.
 func status(s notifyState) (string, bool) {
-	ready, reason := s.Ready()
+	ready, reason := s.IsReady()
 	switch {
 	case ready:
 		return "streaming", true
-	case s.StandingBy():
+	case s.IsStandingBy():
 		return "standing by: " + reason, true
 	case s.Backfilling():
 		return "backfilling existing rows", true

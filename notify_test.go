@@ -156,8 +156,8 @@ func TestNotifyLifecycle(t *testing.T) {
 			t.Fatalf("READY=1 while starting: %q", msg)
 		}
 	}
-	m.Turn()
-	m.SetReady(true, "")
+	m.Progress()
+	m.Ready("streaming")
 	before := mgr.expect("READY=1", 2*time.Second)
 	for _, b := range before {
 		if b != "WATCHDOG=1\n" {
@@ -174,14 +174,15 @@ func TestNotifyLifecycle(t *testing.T) {
 	time.Sleep(30 * time.Millisecond)
 	mgr.drain()
 	mgr.quiet("WATCHDOG=1", 200*time.Millisecond)
-	m.Turn()
+	m.Progress()
 	mgr.expect("WATCHDOG=1", time.Second)
 
-	m.SetReady(false, "kafka brokers down")
+	m.NotReady("kafka", "kafka brokers down")
 	mgr.expect("STATUS=not ready: kafka brokers down", time.Second)
-	m.SetReady(false, "reconnecting: server said\nDETAIL: two lines")
+	m.Ready("kafka")
+	m.NotReady("streaming", "reconnecting: server said\nDETAIL: two lines")
 	mgr.expect("STATUS=not ready: reconnecting: server said DETAIL: two lines", time.Second)
-	m.SetReady(true, "")
+	m.Ready("streaming")
 	before = mgr.expect("STATUS=streaming", time.Second)
 	for _, b := range before {
 		if strings.Contains(b, "READY=1") {
@@ -191,7 +192,7 @@ func TestNotifyLifecycle(t *testing.T) {
 
 	n.signal()
 	mgr.expect("STOPPING=1", time.Second)
-	m.Turn() // the drain turns the loop: the watchdog must go on meanwhile
+	m.Progress() // the drain turns the loop: the watchdog must go on meanwhile
 	mgr.expect("WATCHDOG=1", time.Second)
 	if err := n.finish(); err != nil {
 		t.Errorf("run: %v", err)
@@ -229,14 +230,16 @@ func waitUntil(t *testing.T, cond func() bool) {
 func TestNotifyStandby(t *testing.T) {
 	mgr := newManager(t, filepath.Join(t.TempDir(), "n.sock"))
 	m := metrics.New("test")
-	m.Turn() // it streamed once, long ago
+	m.Progress() // it streamed once, long ago
 	time.Sleep(60 * time.Millisecond)
-	m.SetReady(false, metrics.ReasonStandingBy)
+	m.NotReady("streaming", metrics.ReasonStandingBy)
+	m.StandingBy(true)
 	n := startNotifier(t, map[string]string{"NOTIFY_SOCKET": mgr.addr, "WATCHDOG_USEC": "40000"}, m, 50*time.Millisecond)
 	mgr.expect("READY=1", time.Second)
 	mgr.expect("WATCHDOG=1", time.Second)
 
-	m.SetReady(false, "reconnecting: boom")
+	m.StandingBy(false)
+	m.NotReady("streaming", "reconnecting: boom")
 	mgr.expect("STATUS=not ready: reconnecting: boom", time.Second)
 	mgr.drain()
 	mgr.quiet("WATCHDOG=1", 150*time.Millisecond) // stale and not standing by
@@ -273,7 +276,7 @@ func TestNotifyEnvironment(t *testing.T) {
 	abstract := fmt.Sprintf("@pgoutbox-test-%d-%d", os.Getpid(), time.Now().UnixNano())
 	mgr := newManager(t, abstract)
 	m := metrics.New("test")
-	m.SetReady(true, "")
+	m.Ready("streaming")
 	startNotifier(t, map[string]string{"NOTIFY_SOCKET": abstract}, m, time.Minute)
 	mgr.expect("READY=1", time.Second)
 }

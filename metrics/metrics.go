@@ -106,7 +106,7 @@ func New(version string) *Metrics {
 	m.Registry.MustRegister(m.published, m.publishedBytes, m.InFlight, m.ReceivedLSN, m.ConfirmedLSN,
 		m.CheckpointLSN, m.ServerLSN, m.LagBytes, m.lagSeconds, m.CommitToAck, m.ProducerErrors, m.Reconnects,
 		m.DeadLettered, m.FailedEvents, m.SkippedChanges, m.Streaming, m.standingBy, m.BrokersUp, m.CheckpointErrors, m.Transactions,
-		m.BackfillRows, m.BackfillRunning, info,
+		m.BackfillRows, m.BackfillRunning, info, m.readyGauge(),
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	for _, k := range []string{"message", "fatal", "transient"} {
 		m.ProducerErrors.WithLabelValues(k)

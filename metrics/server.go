@@ -23,16 +23,15 @@ func (m *Metrics) Handler(stale time.Duration) http.Handler {
 	mux.Handle("/metrics", promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
 		last := m.LastProgress()
-		if last.IsZero() {
+		switch {
+		case last.IsZero():
 			// Not started yet: alive, just not ready.
 			fmt.Fprintln(w, "ok: starting")
-			return
+		case m.Alive(stale):
+			fmt.Fprintln(w, "ok")
+		default:
+			http.Error(w, fmt.Sprintf("replication loop has made no progress for %s", time.Since(last).Round(time.Second)), http.StatusServiceUnavailable)
 		}
-		if age := time.Since(last); age > stale {
-			http.Error(w, fmt.Sprintf("replication loop has made no progress for %s", age.Round(time.Second)), http.StatusServiceUnavailable)
-			return
-		}
-		fmt.Fprintln(w, "ok")
 	})
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
 		ready, reasons, _ := m.State()

@@ -6,15 +6,14 @@ import (
 )
 
 // TestState: the accessors the service notifier reads, and the gauges that export
-// them, follow SetReady, Turn and the backfill gauge.
+// them, follow the readiness conditions, progress and the backfill gauge.
 func TestState(t *testing.T) {
 	m := New("test")
-	m.RegisterState()
 	check := func(when string, ready, standby bool) {
 		t.Helper()
-		r, _ := m.Ready()
-		if r != ready || m.StandingBy() != standby {
-			t.Errorf("%s: Ready %v StandingBy %v, want %v %v", when, r, m.StandingBy(), ready, standby)
+		r, _ := m.IsReady()
+		if r != ready || m.IsStandingBy() != standby {
+			t.Errorf("%s: ready %v standing by %v, want %v %v", when, r, m.IsStandingBy(), ready, standby)
 		}
 		if got := value(t, m, "pgoutbox_ready"); got != b2f(ready) {
 			t.Errorf("%s: pgoutbox_ready %v", when, got)
@@ -23,15 +22,15 @@ func TestState(t *testing.T) {
 			t.Errorf("%s: pgoutbox_standing_by %v", when, got)
 		}
 	}
-	if _, reason := m.Ready(); reason != "starting" {
+	if _, reason := m.IsReady(); reason != "starting" {
 		t.Errorf("new metrics: reason %q", reason)
 	}
 	check("new", false, false)
 	if !m.Alive(time.Millisecond) {
 		t.Error("not alive before the loop started")
 	}
-	m.SetReady(true, "")
-	m.Turn()
+	m.Ready("streaming")
+	m.Progress()
 	check("streaming", true, false)
 	if !m.Alive(time.Minute) {
 		t.Error("not alive right after a turn")
@@ -40,12 +39,14 @@ func TestState(t *testing.T) {
 	if m.Alive(10 * time.Millisecond) {
 		t.Error("alive with a loop stale past the limit")
 	}
-	m.SetReady(false, ReasonStandingBy)
+	m.NotReady("streaming", ReasonStandingBy)
+	m.StandingBy(true)
 	check("standing by", false, true)
 	if !m.Alive(10 * time.Millisecond) {
 		t.Error("a standby is not alive")
 	}
-	m.SetReady(false, "kafka brokers down")
+	m.StandingBy(false)
+	m.NotReady("kafka", "kafka brokers down")
 	check("brokers down", false, false)
 	if m.Backfilling() {
 		t.Error("backfilling before a backfill")

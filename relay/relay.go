@@ -272,7 +272,7 @@ func Run(ctx context.Context, cfg Config) error {
 		if errors.As(err, &active) {
 			wait = cfg.RetryActive
 			r.m.StandingBy(true)
-			r.m.NotReady("streaming", "slot is active in another process")
+			r.m.NotReady("streaming", metrics.ReasonStandingBy)
 			r.log.Info().Str("slot", cfg.Slot).Str("reason", active.Msg).Dur("retry_in", wait).
 				Msg("slot is in use by another process (another pgoutbox?); standing by")
 		} else {
