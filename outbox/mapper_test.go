@@ -10,11 +10,6 @@ import (
 	"github.com/pgoutbox/pgoutbox/decoder"
 )
 
-const (
-	oidInt4 = 23
-	oidUUID = 2950
-)
-
 // outboxRel is the Debezium-style outbox table as a hand-built relation.
 func outboxRel(payloadOID uint32) *decoder.Relation {
 	return &decoder.Relation{
@@ -102,7 +97,7 @@ func TestMapperMatches(t *testing.T) {
 		{"public.outbox", "public", "Outbox", false},
 	} {
 		cfg := DefaultConfig()
-		cfg.Table = c.table
+		cfg.Tables = []string{c.table}
 		m := newMapper(t, cfg)
 		rel := &decoder.Relation{Namespace: c.ns, Name: c.name}
 		if got := m.Matches(rel); got != c.want {
