@@ -24,7 +24,7 @@ func (s *session) backfill(ctx, reports context.Context) error {
 	plan := s.plan
 	m.BackfillRunning.Set(1)
 	defer m.BackfillRunning.Set(0)
-	b := source.Backfill{Table: r.cfg.Mapping.Table, Where: r.cfg.BackfillWhere, Order: r.cfg.BackfillOrder}
+	b := source.Backfill{Table: r.cfg.Mapping.FirstTable(), Where: r.cfg.BackfillWhere, Order: r.cfg.BackfillOrder}
 	r.log.Info().Str("query", b.Query()).Str("snapshot", plan.snapshot).Stringer("consistent_point", plan.consistent).Msg("backfill started")
 
 	s.mu.Lock()

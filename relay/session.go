@@ -129,8 +129,8 @@ func (r *relay) session(ctx context.Context) error {
 		start.LSN = backfillPending // nothing is confirmable before the backfill is done
 	}
 	mapping := cfg.Mapping
-	if mapping.Table == "" {
-		mapping.Table = "message.outbox" // tableless: the table mapper never matches
+	if mapping.FirstTable() == "" {
+		mapping.Tables = []string{"message.outbox"} // tableless: the table mapper never matches
 	}
 	mapper, err := outbox.NewMapper(mapping)
 	if err != nil {
@@ -172,7 +172,7 @@ func (r *relay) session(ctx context.Context) error {
 	}
 	r.streamed = true
 	r.log.Info().Str("slot", cfg.Slot).Stringer("lsn", start.LSN).Str("server", source.Describe(cfg.PostgresURL)).
-		Str("table", cfg.Mapping.Table).Msg("streaming")
+		Str("table", cfg.Mapping.FirstTable()).Msg("streaming")
 	r.m.Streaming.Set(1)
 	r.m.CheckpointLSN.Set(float64(start.LSN))
 	r.m.Confirmed(start.LSN, time.Time{})
@@ -385,7 +385,7 @@ const publicationChecks = 30
 // Dropping and re-creating the table does that silently: PostgreSQL then sends
 // nothing of the new table, and pgoutbox would wait forever for events.
 func (s *session) checkPublication(now time.Time) error {
-	table := s.r.cfg.Mapping.Table
+	table := s.r.cfg.Mapping.FirstTable()
 	if table == "" || now.Sub(s.pubChecked) < publicationChecks*s.r.cfg.StatusInterval {
 		return nil
 	}

@@ -41,7 +41,7 @@ type backfillPlan struct {
 // when it is missing.
 func (r *relay) prepare(ctx context.Context, conn *source.Conn) (source.Server, error) {
 	cfg := r.cfg
-	table := cfg.Mapping.Table
+	table := cfg.Mapping.FirstTable()
 	server, err := conn.Server(ctx)
 	if err != nil {
 		return server, err
