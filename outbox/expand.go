@@ -222,6 +222,27 @@ func numberSchema(n *jnode) string {
 	return "double"
 }
 
+// javaType is the schema type the Java value JsonSchemaData makes of a node fits.
+func javaType(k jkind) string {
+	switch k {
+	case jString:
+		return "string"
+	case jBool:
+		return "boolean"
+	case jInt:
+		return "int32"
+	case jLong:
+		return "int64"
+	case jDouble:
+		return "double"
+	case jObject:
+		return "struct"
+	case jArray:
+		return "array"
+	}
+	return ""
+}
+
 // checkValue reports whether n converts into a value of s, as JsonSchemaData.toConnectData
 // and the Struct.put validation (ConnectSchema.validateValue) decide.
 func checkValue(s *schema, n *jnode) error {
@@ -241,8 +262,7 @@ func appendExpanded(dst []byte, s *schema, n *jnode) ([]byte, error) {
 		}
 		return append(dst, "null"...), nil
 	}
-	want := map[jkind]string{jString: "string", jBool: "boolean", jInt: "int32", jLong: "int64", jDouble: "double", jObject: "struct", jArray: "array"}[n.kind]
-	if n.kind == jBigInt || want != s.typ {
+	if n.kind == jBigInt || javaType(n.kind) != s.typ {
 		return dst, errExpandMismatch
 	}
 	switch n.kind {

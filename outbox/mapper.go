@@ -78,6 +78,9 @@ type ColumnInfo struct {
 // rather than producing a wrong record.
 type Mapper struct {
 	cfg      Config
+	rawKey   bool // the formats, decided once: the raw path is the hot one
+	rawValue bool
+	rawHdr   bool
 	tpl      template
 	router   *router
 	tables   [][2]string             // schema, name
@@ -113,7 +116,8 @@ func NewMapper(cfg Config) (*Mapper, error) {
 	if cfg.InvalidOp == "" {
 		cfg.InvalidOp = OpWarn
 	}
-	m := &Mapper{cfg: cfg, topics: map[string]string{}, columns: map[string][]ColumnInfo{}}
+	m := &Mapper{cfg: cfg, topics: map[string]string{}, columns: map[string][]ColumnInfo{},
+		rawKey: cfg.KeyFormat.raw(), rawValue: cfg.ValueFormat.raw(), rawHdr: cfg.HeaderFormat.raw()}
 	var err error
 	if cfg.routed() {
 		if m.router, err = newRouter(cfg.route()); err != nil {
@@ -324,7 +328,7 @@ func (m *Mapper) rowError(err error) *RowError {
 
 // key builds the record key in the key format.
 func (m *Mapper) key(b *binding, v decoder.Value) ([]byte, error) {
-	if m.cfg.KeyFormat.raw() {
+	if m.rawKey {
 		if v.Kind == 'n' {
 			return nil, nil
 		}
@@ -350,7 +354,7 @@ func (m *Mapper) key(b *binding, v decoder.Value) ([]byte, error) {
 // null value; json and json-envelope are JsonConverter.fromConnectHeader, which is
 // fromConnectData (JsonConverter.java:311-313).
 func (m *Mapper) header(h *hdrBinding, v decoder.Value) ([]byte, error) {
-	if m.cfg.HeaderFormat.raw() {
+	if m.rawHdr {
 		switch {
 		case v.Kind == 'n':
 			return nil, nil

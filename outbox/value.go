@@ -22,7 +22,7 @@ func (m *Mapper) value(b *binding, values []decoder.Value) ([]byte, error) {
 			return nil, err
 		}
 	}
-	if c.ValueFormat.raw() {
+	if m.rawValue {
 		switch {
 		case v.Kind == 'n':
 			return nil, nil
