@@ -87,6 +87,9 @@ type Column struct {
 	Name     string
 	Type     string // format_type, e.g. "jsonb", "character varying(64)"
 	BaseType string // for a domain, the type it is based on; else Type
+	// NotNull is pg_attribute.attnotnull, which a Relation message does not carry:
+	// Debezium's json-envelope schemas mark a NOT NULL column "optional":false.
+	NotNull bool
 }
 
 // Columns lists the table's columns, or a SetupError when the table does not exist.
@@ -99,7 +102,7 @@ func (c *Conn) Columns(ctx context.Context, table string) ([]Column, error) {
 		return nil, setupErr(nil, "table %s does not exist; create it (see sql/outbox.sql) or name it with --table", table)
 	}
 	rows, err := c.conn.Query(ctx, `SELECT a.attname, format_type(a.atttypid, a.atttypmod),
-			format_type(CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE a.atttypid END, NULL)
+			format_type(CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE a.atttypid END, NULL), a.attnotnull
 		FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
 		WHERE a.attrelid = $1::text::regclass AND a.attnum > 0 AND NOT a.attisdropped
 		ORDER BY a.attnum`, regName(table))
@@ -108,7 +111,7 @@ func (c *Conn) Columns(ctx context.Context, table string) ([]Column, error) {
 	}
 	cols, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Column, error) {
 		var col Column
-		err := r.Scan(&col.Name, &col.Type, &col.BaseType)
+		err := r.Scan(&col.Name, &col.Type, &col.BaseType, &col.NotNull)
 		return col, err
 	})
 	if err != nil {
