@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/pgoutbox/pgoutbox/debezium"
 	"github.com/pgoutbox/pgoutbox/outbox"
 	"github.com/pgoutbox/pgoutbox/relay"
 	"github.com/pgoutbox/pgoutbox/sink"
@@ -34,14 +35,15 @@ var groupOrder = []string{groupPostgres, groupKafka, groupMapping, groupOps}
 // flags is a flag.FlagSet whose flags belong to groups and fall back to environment
 // variables.
 type flags struct {
-	fs     *flag.FlagSet
-	groups map[string]string // flag name -> group
+	fs       *flag.FlagSet
+	groups   map[string]string // flag name -> group
+	explicit map[string]bool   // flags given on the command line or in the environment
 }
 
 func newFlags(name string) *flags {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
-	return &flags{fs: fs, groups: map[string]string{}}
+	return &flags{fs: fs, groups: map[string]string{}, explicit: map[string]bool{}}
 }
 
 func (f *flags) string(group, name, value, usage string) *string {
@@ -72,8 +74,12 @@ func (f *flags) list(group, name, usage string) *listFlag {
 }
 
 // listFlag is a repeatable flag. From the environment, values are separated by
-// newlines, or by commas when there is no newline.
-type listFlag struct{ values []string }
+// newlines, or by commas when there is no newline. def is the default --help shows
+// when none is given.
+type listFlag struct {
+	values []string
+	def    string
+}
 
 func (l *listFlag) String() string { return strings.Join(l.values, ",") }
 func (l *listFlag) Set(v string) error {
@@ -98,6 +104,7 @@ func (f *flags) parse(args []string, getenv func(string) string) error {
 	var err error
 	f.fs.VisitAll(func(fl *flag.Flag) {
 		if set[fl.Name] || err != nil {
+			f.explicit[fl.Name] = set[fl.Name]
 			return
 		}
 		env := envName(fl.Name)
@@ -105,6 +112,7 @@ func (f *flags) parse(args []string, getenv func(string) string) error {
 		if v == "" {
 			return
 		}
+		f.explicit[fl.Name] = true
 		values := []string{v}
 		if _, ok := fl.Value.(*listFlag); ok {
 			sep := ","
@@ -151,8 +159,8 @@ func (f *flags) usage(w io.Writer, intro string) {
 			fmt.Fprintf(w, "%s\n", head)
 			fmt.Fprintf(w, "        %s\n", strings.ReplaceAll(usage, "\n", "\n        "))
 			def := fl.DefValue
-			if _, ok := fl.Value.(*listFlag); ok {
-				def = ""
+			if l, ok := fl.Value.(*listFlag); ok {
+				def = l.def
 			}
 			if def != "" && def != "false" && def != "0" && def != "0s" {
 				fmt.Fprintf(w, "        default: %s\n", def)
@@ -169,6 +177,8 @@ and the replication slot is confirmed only after Kafka acknowledged the events.
 Usage:
   pgoutbox [run] [flags]       stream the outbox to Kafka (the default)
   pgoutbox status [flags]      show the slot, publication and checkpoint; exit 1 if something needs attention
+  pgoutbox debezium-config FILE
+                               print the flags equivalent to a Debezium connector configuration
   pgoutbox version             print the version
 
 Every flag can also be set through the environment variable named below it; a flag on the
@@ -203,12 +213,19 @@ type options struct {
 	logLevel  string
 	logFormat string
 	metrics   string
+	debezium  *debezium.Result // the --debezium-config read, for logging; nil without one
 }
 
 // relayFlags defines the relay's flags; parse them with f.parse and then call build.
 type relayFlags struct {
 	*flags
-	postgresURL, slot, publication, table            *string
+	postgresURL, slot, publication                   *string
+	tables, fields                                   *listFlag
+	keyFormat, valueFormat, headerFormat             *string
+	fieldsMissing, timestampCol, versionCol          *string
+	routeRegex, routeReplacement, topicPrefix        *string
+	tombstoneOnEmpty, expandJSON                     *bool
+	jsonNulls, invalidOp, debeziumConfig             *string
 	brokers, kafkaConfigFile, onError, deadLetter    *string
 	kafkaConfig, headers                             *listFlag
 	topic, idCol, keyCol, typeCol, payloadCol        *string
@@ -231,7 +248,8 @@ func newRelayFlags() *relayFlags {
 	f.postgresURL = f.string(groupPostgres, "postgres-url", "", "PostgreSQL connection `URL` or DSN (postgres://user:pass@host:5432/db?sslmode=verify-full); TLS through sslmode/sslrootcert")
 	f.slot = f.string(groupPostgres, "slot", "pgoutbox", "logical replication slot `name`; created with plugin pgoutput if missing")
 	f.publication = f.string(groupPostgres, "publication", "pgoutbox", "publication `name`; created FOR TABLE <table> WITH (publish = 'insert') if missing")
-	f.table = f.string(groupPostgres, "table", d.Table, "outbox `table` (schema.table)")
+	f.tables = f.list(groupPostgres, "table", "outbox `table` (schema.table), repeatable for several outbox tables of one layout;\n\"\" for none (a tableless outbox). Debezium: table.include.list")
+	f.tables.def = d.FirstTable()
 	f.acceptGap = f.bool(groupPostgres, "accept-gap", false, "start even though the checkpoint and the slot disagree (slot dropped, re-created or lost);\nevents in the gap are not published. Use once, after reading the gap error")
 	f.slotFailover = f.bool(groupPostgres, "slot-failover", false, "create the slot as a failover slot (PostgreSQL 17+) that standbys keep in sync")
 	f.retryActive = f.duration(groupPostgres, "standby-retry", 5*time.Second, "how often a standby instance retries a slot that another instance streams from")
@@ -255,6 +273,21 @@ func newRelayFlags() *relayFlags {
 	f.payloadCol = f.string(groupMapping, "payload-column", d.PayloadColumn, "`column` with the record value (jsonb, json, text or bytea; NULL gives a null value)")
 	f.messagesPrefix = f.string(groupMapping, "messages-prefix", "", "also publish transactional pg_logical_emit_message() messages with this `prefix` (PostgreSQL 14+),\nmapping their JSON fields like the table's columns; with --table \"\" no table is needed")
 	f.headers = f.list(groupMapping, "header-column", "also send `column[=header]` as a header (repeatable), e.g. type=eventType")
+	f.keyFormat = f.string(groupMapping, "key-format", string(outbox.FormatRaw), "key bytes as a Kafka Connect key.converter writes them: raw (StringConverter),\njson (JsonConverter, schemas.enable=false) or json-envelope (JsonConverter, schemas.enable=true)")
+	f.valueFormat = f.string(groupMapping, "value-format", string(outbox.FormatRaw), "value bytes as value.converter writes them: raw, json or json-envelope")
+	f.headerFormat = f.string(groupMapping, "header-format", string(outbox.FormatRaw), "header bytes as header.converter writes them: raw (SimpleHeaderConverter), json or json-envelope")
+	f.fields = f.list(groupMapping, "additional-field", "Debezium additional field `column:placement[:alias]` (repeatable; commas allowed): placement header,\nenvelope (beside the payload in the value) or partition. Debezium: table.fields.additional.placement")
+	f.fieldsMissing = f.string(groupMapping, "additional-field-missing", outbox.MissingError, "an additional field the table lacks: error or ignore. Debezium: table.field.additional.missing")
+	f.timestampCol = f.string(groupMapping, "timestamp-column", "", "timestamp `column` for the record timestamp (default: the commit time). Debezium: table.field.event.timestamp")
+	f.versionCol = f.string(groupMapping, "schema-version-column", "", "integer `column` with the envelope schema's version. Debezium: table.field.event.schema.version")
+	f.routeRegex = f.string(groupMapping, "route-topic-regex", "", "`regex` matched against the aggregate type column; routes with --route-topic-replacement.\nDebezium: route.topic.regex (default (?<routedByValue>.*))")
+	f.routeReplacement = f.string(groupMapping, "route-topic-replacement", "", "topic `replacement` for --route-topic-regex ($1, ${name}). Debezium: route.topic.replacement\n(default outbox.event.${routedByValue})")
+	f.tombstoneOnEmpty = f.bool(groupMapping, "tombstone-on-empty-payload", false, "publish a NULL or blank payload as a tombstone (null value). Debezium: route.tombstone.on.empty.payload")
+	f.expandJSON = f.bool(groupMapping, "expand-json-payload", false, "publish a JSON payload as JSON, not as a JSON string (needs a json value format).\nDebezium: table.expand.json.payload")
+	f.jsonNulls = f.string(groupMapping, "json-payload-null-behavior", outbox.NullIgnore, "null members of an expanded payload: ignore or optional_bytes. Debezium: table.json.payload.null.behavior")
+	f.invalidOp = f.string(groupMapping, "op-invalid-behavior", outbox.OpWarn, "an UPDATE of an outbox table (if the publication publishes updates): warn, error or fatal.\nDebezium: table.op.invalid.behavior")
+	f.topicPrefix = f.string(groupMapping, "topic-prefix", "", "Debezium's topic.prefix: names the json-envelope schema of a value with envelope fields")
+	f.debeziumConfig = f.string(groupMapping, "debezium-config", "", "configure from a Debezium PostgreSQL connector configuration `file` (REST JSON or .properties);\nflags given explicitly win. See 'pgoutbox debezium-config FILE'")
 
 	f.backfill = &backfillFlag{}
 	f.groups["backfill"] = groupPostgres
@@ -273,8 +306,19 @@ func newRelayFlags() *relayFlags {
 
 // build turns parsed flags into a validated configuration.
 func (f *relayFlags) build() (*options, error) {
-	o := &options{logLevel: *f.logLevel, logFormat: *f.logFormat, metrics: *f.metricsAddr}
+	dbz, dbzKafka, err := f.applyDebezium()
+	if err != nil {
+		return nil, err
+	}
+	o := &options{logLevel: *f.logLevel, logFormat: *f.logFormat, metrics: *f.metricsAddr, debezium: dbz}
 	props := map[string]string{}
+	for _, kv := range dbzKafka { // explicit Kafka settings win, property by property
+		k, v, err := sink.ParseProperty(kv)
+		if err != nil {
+			return nil, &usageError{err}
+		}
+		props[k] = v
+	}
 	if *f.kafkaConfigFile != "" {
 		fileProps, err := sink.ReadPropertiesFile(*f.kafkaConfigFile)
 		if err != nil {
@@ -299,23 +343,15 @@ func (f *relayFlags) build() (*options, error) {
 		}
 		headers = append(headers, outbox.HeaderColumn{Column: strings.TrimSpace(col), Name: strings.TrimSpace(name)})
 	}
-	table := *f.table
-	if table != "" && !strings.Contains(table, ".") {
-		table = "public." + table
+	mapping, err := f.mapping(headers)
+	if err != nil {
+		return nil, err
 	}
 	o.cfg = relay.Config{
 		PostgresURL: *f.postgresURL,
 		Slot:        *f.slot,
 		Publication: *f.publication,
-		Mapping: outbox.Config{
-			Table:               table,
-			IDColumn:            *f.idCol,
-			KeyColumn:           *f.keyCol,
-			AggregateTypeColumn: *f.typeCol,
-			PayloadColumn:       *f.payloadCol,
-			TopicTemplate:       *f.topic,
-			Headers:             headers,
-		},
+		Mapping:     mapping,
 		Kafka:           sink.Config{Brokers: *f.brokers, Properties: props, ClientID: "pgoutbox"},
 		CheckpointStore: *f.checkpointStore,
 		CheckpointFile:  *f.checkpointFile,

@@ -147,6 +147,12 @@ func DefaultConfig() Config {
 		KeyColumn:           "aggregateid",
 		AggregateTypeColumn: "aggregatetype",
 		PayloadColumn:       "payload",
+		MissingFields:       MissingError,
+		JSONPayloadNulls:    NullIgnore,
+		InvalidOp:           OpWarn,
+		KeyFormat:           FormatRaw,
+		ValueFormat:         FormatRaw,
+		HeaderFormat:        FormatRaw,
 	}
 }
 
