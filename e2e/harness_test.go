@@ -187,8 +187,14 @@ func (e *env) start(extra ...string) *proc {
 
 func (e *env) startEnv(environ []string, extra ...string) *proc {
 	e.t.Helper()
+	return e.startArgs(environ, e.args(extra...))
+}
+
+// startArgs starts pgoutbox with exactly args, without the env's own flags.
+func (e *env) startArgs(environ []string, args []string) *proc {
+	e.t.Helper()
 	p := &proc{t: e.t, out: &syncBuffer{}, done: make(chan struct{})}
-	p.cmd = exec.Command(binary, e.args(extra...)...)
+	p.cmd = exec.Command(binary, args...)
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 	p.cmd.Env = append(os.Environ(), environ...)
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
