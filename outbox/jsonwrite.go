@@ -5,6 +5,8 @@ import (
 	"math"
 	"strconv"
 	"strings"
+	"unicode/utf16"
+	"unicode/utf8"
 )
 
 // The functions in this file write JSON exactly as Kafka's JsonConverter does: it builds a
@@ -17,13 +19,31 @@ import (
 // \b \t \f \n \r their short forms and every other character below 0x20 the generic
 // escape, which UTF8JsonGenerator._writeGenericEscape writes as \u00XX with upper-case
 // hex digits (CharTypes.HC, CharTypes.java:7). '/' and everything from 0x20 up, including
-// U+2028, are written as they are.
+// U+2028, are written as they are — except characters beyond U+FFFF: a Java string holds
+// them as two surrogates, and UTF8JsonGenerator._outputMultiByteChar writes each one as a
+// \uXXXX escape (UTF8JsonGenerator.java:2196-2212) unless COMBINE_UNICODE_SURROGATES_IN_UTF8
+// is enabled, which it is not by default (JsonGenerator.java:284). So 😀 is \uD83D\uDE00.
 func appendJSONString[T string | []byte](dst []byte, s T) []byte {
+	const hex = "0123456789ABCDEF"
 	dst = append(dst, '"')
 	start := 0
 	for i := 0; i < len(s); i++ {
 		c := s[i]
-		if c >= 0x20 && c != '"' && c != '\\' {
+		if c >= 0x20 && c != '"' && c != '\\' && c < 0xF0 {
+			continue
+		}
+		if c >= 0xF0 { // the lead byte of a four-byte sequence
+			r, size := utf8.DecodeRuneInString(string(s[i:min(i+4, len(s))]))
+			if size != 4 {
+				continue // not valid UTF-8: left as it is
+			}
+			dst = append(dst, s[start:i]...)
+			hi, lo := utf16.EncodeRune(r)
+			for _, u := range [2]rune{hi, lo} {
+				dst = append(dst, '\\', 'u', hex[u>>12&0xF], hex[u>>8&0xF], hex[u>>4&0xF], hex[u&0xF])
+			}
+			i += size - 1
+			start = i + 1
 			continue
 		}
 		dst = append(dst, s[start:i]...)
@@ -44,7 +64,6 @@ func appendJSONString[T string | []byte](dst []byte, s T) []byte {
 		case '\r':
 			dst = append(dst, '\\', 'r')
 		default:
-			const hex = "0123456789ABCDEF"
 			dst = append(dst, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xF])
 		}
 	}
