@@ -31,6 +31,7 @@ type binding struct {
 
 	idHeader hdrBinding
 	headers  []hdrBinding
+	hdrs     []Header // "id", then headers: the record's headers, keys set once
 	envelope []envBinding
 	// envFieldsJSON is the json-envelope schema of the envelope fields, each followed by
 	// its "field" name, comma-led: `,{"type":…,"field":"alias"}…`.
@@ -192,6 +193,11 @@ func (m *Mapper) newBinding(rel *decoder.Relation) (*binding, error) {
 			}
 			b.partition, b.partitionName = i, f.Column // the last one wins, as in Debezium
 		}
+	}
+	b.hdrs = make([]Header, 1+len(b.headers))
+	b.hdrs[0].Key = "id"
+	for i, h := range b.headers {
+		b.hdrs[i+1].Key = h.name
 	}
 	b.valueNamePrefix = c.TopicPrefix + "." + rel.Namespace + "." + rel.Name + "."
 	if c.ValueFormat == FormatJSONEnvelope && len(b.envelope) > 0 {

@@ -91,7 +91,6 @@ type Mapper struct {
 	buf      []byte
 	scratch  []byte
 	tmp      []byte
-	hdrs     []Header
 	rec      Record
 }
 
@@ -286,28 +285,34 @@ func (m *Mapper) mapRow(b *binding, values []decoder.Value) (*Record, error) {
 	}
 	r.Topic = topic
 
-	if r.Key, err = m.key(b, values[b.key]); err != nil {
+	// The raw format of text columns is the hot path: inline, without calls.
+	if k := values[b.key]; m.rawKey && k.Kind == 't' {
+		r.Key = nonNil(k.Data)
+	} else if r.Key, err = m.key(b, k); err != nil {
 		return nil, m.rowError(err)
 	}
-	if r.Value, err = m.value(b, values); err != nil {
+	if v := values[b.payload]; m.rawValue && v.Kind == 't' && !b.payloadBytea && !m.cfg.TombstoneOnEmptyPayload {
+		r.Value = nonNil(v.Data)
+	} else if r.Value, err = m.value(b, values); err != nil {
 		return nil, m.rowError(err)
 	}
 
-	m.hdrs = m.hdrs[:0]
-	v, err := m.header(&b.idHeader, id)
-	if err != nil {
+	// The binding's header slice has the keys already; only the values change.
+	hdrs := b.hdrs
+	if m.rawHdr && id.Kind == 't' {
+		hdrs[0].Value = nonNil(id.Data)
+	} else if hdrs[0].Value, err = m.header(&b.idHeader, id); err != nil {
 		return nil, m.rowError(err)
 	}
-	m.hdrs = append(m.hdrs, Header{Key: "id", Value: v})
 	for i := range b.headers {
 		h := &b.headers[i]
-		v, err := m.header(h, values[h.col])
-		if err != nil {
+		if v := values[h.col]; m.rawHdr && v.Kind == 't' && !h.bytea {
+			hdrs[i+1].Value = nonNil(v.Data)
+		} else if hdrs[i+1].Value, err = m.header(h, v); err != nil {
 			return nil, m.rowError(err)
 		}
-		m.hdrs = append(m.hdrs, Header{Key: h.name, Value: v})
 	}
-	r.Headers = m.hdrs
+	r.Headers = hdrs
 
 	if b.partition >= 0 {
 		if r.Partition, err = partition(values[b.partition], b.partitionName); err != nil {
