@@ -79,12 +79,16 @@ func (f *republishFlags) build() (*republishOptions, error) {
 	if err := f.log.check(); err != nil {
 		return nil, err
 	}
-	kafka, err := f.kafka.build()
+	kafka, err := f.kafka.build(nil)
 	if err != nil {
 		return nil, err
 	}
 	kafka.ClientID = "pgoutbox-republish"
-	o := &republishOptions{postgresURL: *f.postgresURL, kafka: kafka, mapping: f.mapping.build(), resume: *f.resume,
+	mapping, err := f.mapping.build()
+	if err != nil {
+		return nil, err
+	}
+	o := &republishOptions{postgresURL: *f.postgresURL, kafka: kafka, mapping: mapping, resume: *f.resume,
 		stateFile: *f.resumeFile, logLevel: *f.log.level, logFormat: *f.log.format}
 	switch {
 	case o.postgresURL == "":
@@ -95,8 +99,8 @@ func (f *republishFlags) build() (*republishOptions, error) {
 		return nil, &usageError{errors.New("--where is required (--where true republishes every row)")}
 	case *f.batch < 1:
 		return nil, &usageError{fmt.Errorf("--batch %d: want at least 1", *f.batch)}
-	case o.mapping.Table == "":
-		return nil, &usageError{errors.New("--table is required")}
+	case len(o.mapping.Tables) != 1:
+		return nil, &usageError{errors.New("republish reads one --table at a time")}
 	}
 	if err := o.mapping.Validate(); err != nil {
 		return nil, &usageError{err}
@@ -108,7 +112,7 @@ func (f *republishFlags) build() (*republishOptions, error) {
 	if order == "" {
 		order = o.mapping.IDColumn
 	}
-	o.spec = source.Republish{Table: o.mapping.Table, Where: *f.where, Order: order, ID: o.mapping.IDColumn, Batch: *f.batch}
+	o.spec = source.Republish{Table: o.mapping.Tables[0], Where: *f.where, Order: order, ID: o.mapping.IDColumn, Batch: *f.batch}
 	if o.stateFile == "" {
 		o.stateFile = *f.checkpointFile + ".republish"
 	}

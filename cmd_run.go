@@ -34,6 +34,8 @@ func runRelay(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	o.cfg.Log = log
 	o.cfg.Metrics = m
 
+	logDebezium(log, o.debezium)
+
 	var ln net.Listener
 	if o.metrics != "" {
 		if ln, err = metrics.Listen(o.metrics); err != nil {
@@ -42,7 +44,7 @@ func runRelay(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		log.Info().Str("addr", ln.Addr().String()).Msg("serving /metrics, /healthz and /readyz")
 	}
 	log.Info().Str("version", version).Str("postgres", source.Describe(o.cfg.PostgresURL)).
-		Str("kafka", o.cfg.Kafka.Brokers).Str("slot", o.cfg.Slot).Str("table", o.cfg.Mapping.Table).
+		Str("kafka", o.cfg.Kafka.Brokers).Str("slot", o.cfg.Slot).Strs("tables", o.cfg.Mapping.Tables).
 		Str("topic", o.cfg.Mapping.Topic()).Str("kafka_config", o.cfg.Kafka.Redacted()).Msg("pgoutbox starting")
 
 	notify, err := newNotifier(getenv, log)

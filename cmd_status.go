@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/pgoutbox/pgoutbox/checkpoint"
+	"github.com/pgoutbox/pgoutbox/outbox"
 	"github.com/pgoutbox/pgoutbox/source"
 )
 
@@ -73,10 +74,16 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		}
 		return err
 	}
+	if _, _, err := f.applyDebezium(); err != nil {
+		return err
+	}
 	if *f.postgresURL == "" {
 		return &usageError{errors.New("--postgres-url is required")}
 	}
-	table := *f.table
+	table := outbox.DefaultConfig().FirstTable() // status checks the first table
+	if len(f.mapping.tables.values) > 0 {
+		table = f.mapping.tables.values[0]
+	}
 	if !strings.Contains(table, ".") {
 		table = "public." + table
 	}

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/pgoutbox/pgoutbox/debezium"
 	"github.com/pgoutbox/pgoutbox/outbox"
 	"github.com/pgoutbox/pgoutbox/relay"
 	"github.com/pgoutbox/pgoutbox/sink"
@@ -35,14 +36,15 @@ var groupOrder = []string{groupRepublish, groupPostgres, groupKafka, groupMappin
 // flags is a flag.FlagSet whose flags belong to groups and fall back to environment
 // variables.
 type flags struct {
-	fs     *flag.FlagSet
-	groups map[string]string // flag name -> group
+	fs       *flag.FlagSet
+	groups   map[string]string // flag name -> group
+	explicit map[string]bool   // flags given on the command line or in the environment
 }
 
 func newFlags(name string) *flags {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
-	return &flags{fs: fs, groups: map[string]string{}}
+	return &flags{fs: fs, groups: map[string]string{}, explicit: map[string]bool{}}
 }
 
 func (f *flags) string(group, name, value, usage string) *string {
@@ -73,8 +75,12 @@ func (f *flags) list(group, name, usage string) *listFlag {
 }
 
 // listFlag is a repeatable flag. From the environment, values are separated by
-// newlines, or by commas when there is no newline.
-type listFlag struct{ values []string }
+// newlines, or by commas when there is no newline. def is the default --help shows
+// when none is given.
+type listFlag struct {
+	values []string
+	def    string
+}
 
 func (l *listFlag) String() string { return strings.Join(l.values, ",") }
 func (l *listFlag) Set(v string) error {
@@ -99,6 +105,7 @@ func (f *flags) parse(args []string, getenv func(string) string) error {
 	var err error
 	f.fs.VisitAll(func(fl *flag.Flag) {
 		if set[fl.Name] || err != nil {
+			f.explicit[fl.Name] = set[fl.Name]
 			return
 		}
 		env := envName(fl.Name)
@@ -106,6 +113,7 @@ func (f *flags) parse(args []string, getenv func(string) string) error {
 		if v == "" {
 			return
 		}
+		f.explicit[fl.Name] = true
 		values := []string{v}
 		if _, ok := fl.Value.(*listFlag); ok {
 			sep := ","
@@ -152,8 +160,8 @@ func (f *flags) usage(w io.Writer, intro string) {
 			fmt.Fprintf(w, "%s\n", head)
 			fmt.Fprintf(w, "        %s\n", strings.ReplaceAll(usage, "\n", "\n        "))
 			def := fl.DefValue
-			if _, ok := fl.Value.(*listFlag); ok {
-				def = ""
+			if l, ok := fl.Value.(*listFlag); ok {
+				def = l.def
 			}
 			if def != "" && def != "false" && def != "0" && def != "0s" {
 				fmt.Fprintf(w, "        default: %s\n", def)
@@ -171,6 +179,8 @@ Usage:
   pgoutbox [run] [flags]       stream the outbox to Kafka (the default)
   pgoutbox status [flags]      show the slot, publication and checkpoint; exit 1 if something needs attention
   pgoutbox republish [flags]   publish the outbox rows matching --where again (see pgoutbox republish --help)
+  pgoutbox debezium-config FILE
+                               print the flags equivalent to a Debezium connector configuration
   pgoutbox version             print the version
 
 Every flag can also be set through the environment variable named below it; a flag on the
@@ -205,6 +215,7 @@ type options struct {
 	logLevel  string
 	logFormat string
 	metrics   string
+	debezium  *debezium.Result // the --debezium-config read, for logging; nil without one
 }
 
 // relayFlags defines the relay's flags; parse them with f.parse and then call build.
@@ -213,7 +224,7 @@ type relayFlags struct {
 	kafka                                            kafkaFlags
 	mapping                                          mappingFlags
 	log                                              logFlags
-	postgresURL, slot, publication, table            *string
+	postgresURL, slot, publication, debeziumConfig   *string
 	onError, deadLetter                              *string
 	checkpointStore, checkpointFile, checkpointTable *string
 	metricsAddr                                      *string
@@ -233,7 +244,6 @@ func newRelayFlags() *relayFlags {
 	f.postgresURL = f.postgresURLFlag()
 	f.kafka = f.kafkaFlags()
 	f.mapping = f.mappingFlags()
-	f.table = f.mapping.table
 	f.log = f.logFlags()
 	f.slot = f.string(groupPostgres, "slot", "pgoutbox", "logical replication slot `name`; created with plugin pgoutput if missing")
 	f.publication = f.string(groupPostgres, "publication", "pgoutbox", "publication `name`; created FOR TABLE <table> WITH (publish = 'insert') if missing")
@@ -251,6 +261,7 @@ func newRelayFlags() *relayFlags {
 	f.txnMaxEvents = f.int(groupKafka, "txn-max-events", 5000, "events per Kafka transaction with --exactly-once before it commits, even mid-way\nthrough a PostgreSQL transaction")
 
 	f.messagesPrefix = f.string(groupMapping, "messages-prefix", "", "also publish transactional pg_logical_emit_message() messages with this `prefix` (PostgreSQL 14+),\nmapping their JSON fields like the table's columns; with --table \"\" no table is needed")
+	f.debeziumConfig = f.string(groupMapping, "debezium-config", "", "configure from a Debezium PostgreSQL connector configuration `file` (REST JSON or .properties);\nflags given explicitly win. See 'pgoutbox debezium-config FILE'")
 
 	f.backfill = &backfillFlag{}
 	f.groups["backfill"] = groupPostgres
@@ -267,8 +278,16 @@ func newRelayFlags() *relayFlags {
 
 // build turns parsed flags into a validated configuration.
 func (f *relayFlags) build() (*options, error) {
-	o := &options{logLevel: *f.log.level, logFormat: *f.log.format, metrics: *f.metricsAddr}
-	kafka, err := f.kafka.build()
+	dbz, dbzKafka, err := f.applyDebezium()
+	if err != nil {
+		return nil, err
+	}
+	o := &options{logLevel: *f.log.level, logFormat: *f.log.format, metrics: *f.metricsAddr, debezium: dbz}
+	kafka, err := f.kafka.build(dbzKafka)
+	if err != nil {
+		return nil, err
+	}
+	mapping, err := f.mapping.build()
 	if err != nil {
 		return nil, err
 	}
@@ -276,7 +295,7 @@ func (f *relayFlags) build() (*options, error) {
 		PostgresURL:     *f.postgresURL,
 		Slot:            *f.slot,
 		Publication:     *f.publication,
-		Mapping:         f.mapping.build(),
+		Mapping:         mapping,
 		Kafka:           kafka,
 		CheckpointStore: *f.checkpointStore,
 		CheckpointFile:  *f.checkpointFile,
@@ -330,9 +349,17 @@ func (f *flags) kafkaFlags() kafkaFlags {
 	}
 }
 
-// build reads the properties file and merges --kafka-config over it.
-func (k kafkaFlags) build() (sink.Config, error) {
+// build reads the properties file and merges --kafka-config over it; base (from
+// --debezium-config, key=value) comes first, so explicit properties win one by one.
+func (k kafkaFlags) build(base []string) (sink.Config, error) {
 	props := map[string]string{}
+	for _, kv := range base {
+		key, v, err := sink.ParseProperty(kv)
+		if err != nil {
+			return sink.Config{}, &usageError{err}
+		}
+		props[key] = v
+	}
 	if *k.configFile != "" {
 		fileProps, err := sink.ReadPropertiesFile(*k.configFile)
 		if err != nil {
@@ -354,46 +381,42 @@ func (k kafkaFlags) build() (sink.Config, error) {
 
 // mappingFlags say how a row becomes a Kafka record, shared by run and republish.
 type mappingFlags struct {
-	table, topic, idCol, keyCol, typeCol, payloadCol *string
-	headers                                          *listFlag
+	tables, headers, fields                   *listFlag
+	topic, idCol, keyCol, typeCol, payloadCol *string
+	keyFormat, valueFormat, headerFormat      *string
+	fieldsMissing, timestampCol, versionCol   *string
+	routeRegex, routeReplacement, topicPrefix *string
+	tombstoneOnEmpty, expandJSON              *bool
+	jsonNulls, invalidOp                      *string
 }
 
 func (f *flags) mappingFlags() mappingFlags {
 	d := outbox.DefaultConfig()
-	return mappingFlags{
-		table:      f.string(groupPostgres, "table", d.Table, "outbox `table` (schema.table)"),
-		topic:      f.string(groupMapping, "topic", "", "topic `template` with {column} placeholders (default \"outbox.event.{<aggregatetype column>}\")"),
-		idCol:      f.string(groupMapping, "id-column", d.IDColumn, "`column` with the event id, sent as header \"id\""),
-		keyCol:     f.string(groupMapping, "key-column", d.KeyColumn, "`column` with the record key (NULL gives a null key)"),
-		typeCol:    f.string(groupMapping, "aggregatetype-column", d.AggregateTypeColumn, "`column` the default topic template routes by"),
-		payloadCol: f.string(groupMapping, "payload-column", d.PayloadColumn, "`column` with the record value (jsonb, json, text or bytea; NULL gives a null value)"),
-		headers:    f.list(groupMapping, "header-column", "also send `column[=header]` as a header (repeatable), e.g. type=eventType"),
+	m := mappingFlags{
+		tables:           f.list(groupPostgres, "table", "outbox `table` (schema.table), repeatable for several outbox tables of one layout;\n\"\" for none (a tableless outbox). Debezium: table.include.list"),
+		topic:            f.string(groupMapping, "topic", "", "topic `template` with {column} placeholders (default \"outbox.event.{<aggregatetype column>}\")"),
+		idCol:            f.string(groupMapping, "id-column", d.IDColumn, "`column` with the event id, sent as header \"id\""),
+		keyCol:           f.string(groupMapping, "key-column", d.KeyColumn, "`column` with the record key (NULL gives a null key)"),
+		typeCol:          f.string(groupMapping, "aggregatetype-column", d.AggregateTypeColumn, "`column` the default topic template routes by"),
+		payloadCol:       f.string(groupMapping, "payload-column", d.PayloadColumn, "`column` with the record value (jsonb, json, text or bytea; NULL gives a null value)"),
+		headers:          f.list(groupMapping, "header-column", "also send `column[=header]` as a header (repeatable), e.g. type=eventType"),
+		keyFormat:        f.string(groupMapping, "key-format", string(outbox.FormatRaw), "key bytes as a Kafka Connect key.converter writes them: raw (StringConverter),\njson (JsonConverter, schemas.enable=false) or json-envelope (JsonConverter, schemas.enable=true)"),
+		valueFormat:      f.string(groupMapping, "value-format", string(outbox.FormatRaw), "value bytes as value.converter writes them: raw, json or json-envelope"),
+		headerFormat:     f.string(groupMapping, "header-format", string(outbox.FormatRaw), "header bytes as header.converter writes them: raw (SimpleHeaderConverter), json or json-envelope"),
+		fields:           f.list(groupMapping, "additional-field", "Debezium additional field `column:placement[:alias]` (repeatable; commas allowed): placement header,\nenvelope (beside the payload in the value) or partition. Debezium: table.fields.additional.placement"),
+		fieldsMissing:    f.string(groupMapping, "additional-field-missing", outbox.MissingError, "an additional field the table lacks: error or ignore. Debezium: table.field.additional.missing"),
+		timestampCol:     f.string(groupMapping, "timestamp-column", "", "timestamp `column` for the record timestamp (default: the commit time). Debezium: table.field.event.timestamp"),
+		versionCol:       f.string(groupMapping, "schema-version-column", "", "integer `column` with the envelope schema's version. Debezium: table.field.event.schema.version"),
+		routeRegex:       f.string(groupMapping, "route-topic-regex", "", "`regex` matched against the aggregate type column; routes with --route-topic-replacement.\nDebezium: route.topic.regex (default (?<routedByValue>.*))"),
+		routeReplacement: f.string(groupMapping, "route-topic-replacement", "", "topic `replacement` for --route-topic-regex ($1, ${name}). Debezium: route.topic.replacement\n(default outbox.event.${routedByValue})"),
+		tombstoneOnEmpty: f.bool(groupMapping, "tombstone-on-empty-payload", false, "publish a NULL or blank payload as a tombstone (null value). Debezium: route.tombstone.on.empty.payload"),
+		expandJSON:       f.bool(groupMapping, "expand-json-payload", false, "publish a JSON payload as JSON, not as a JSON string (needs a json value format).\nDebezium: table.expand.json.payload"),
+		jsonNulls:        f.string(groupMapping, "json-payload-null-behavior", outbox.NullIgnore, "null members of an expanded payload: ignore or optional_bytes. Debezium: table.json.payload.null.behavior"),
+		invalidOp:        f.string(groupMapping, "op-invalid-behavior", outbox.OpWarn, "an UPDATE of an outbox table (if the publication publishes updates): warn, error or fatal.\nDebezium: table.op.invalid.behavior"),
+		topicPrefix:      f.string(groupMapping, "topic-prefix", "", "Debezium's topic.prefix: names the json-envelope schema of a value with envelope fields"),
 	}
-}
-
-// build returns the mapping, with the table qualified by schema public if it is not.
-func (m mappingFlags) build() outbox.Config {
-	var headers []outbox.HeaderColumn
-	for _, h := range m.headers.values {
-		col, name, ok := strings.Cut(h, "=")
-		if !ok {
-			name = col
-		}
-		headers = append(headers, outbox.HeaderColumn{Column: strings.TrimSpace(col), Name: strings.TrimSpace(name)})
-	}
-	table := *m.table
-	if table != "" && !strings.Contains(table, ".") {
-		table = "public." + table
-	}
-	return outbox.Config{
-		Table:               table,
-		IDColumn:            *m.idCol,
-		KeyColumn:           *m.keyCol,
-		AggregateTypeColumn: *m.typeCol,
-		PayloadColumn:       *m.payloadCol,
-		TopicTemplate:       *m.topic,
-		Headers:             headers,
-	}
+	m.tables.def = d.FirstTable()
+	return m
 }
 
 // logFlags are --log-level and --log-format.

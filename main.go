@@ -58,6 +58,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return runStatus(ctx, args[1:], stdout, stderr)
 		case "republish":
 			return runRepublish(ctx, args[1:], stdout, stderr)
+		case "debezium-config":
+			return runDebeziumConfig(args[1:], stdout)
 		case "version":
 			fmt.Fprintf(stdout, "pgoutbox %s\n", version)
 			return nil

@@ -324,7 +324,7 @@ func TestEnvFillsFlags(t *testing.T) {
 		{"Brokers", c.Kafka.Brokers, "k1:9092,k2:9092"},
 		{"Slot", c.Slot, "orders_slot"},
 		{"Publication", c.Publication, "orders_pub"},
-		{"Table", c.Mapping.Table, "public.events"},
+		{"Table", c.Mapping.FirstTable(), "public.events"},
 		{"TopicTemplate", c.Mapping.TopicTemplate, "{aggregatetype}.events"},
 		{"KeyColumn", c.Mapping.KeyColumn, "entity_id"},
 		{"AggregateTypeColumn", c.Mapping.AggregateTypeColumn, "kind"},
@@ -458,8 +458,8 @@ func TestKafkaConfigFileBadLine(t *testing.T) {
 func TestTableIsQualified(t *testing.T) {
 	for in, want := range map[string]string{"outbox": "public.outbox", "app.events": "app.events"} {
 		o := mustBuild(t, nil, append(append([]string{}, required...), "--table", in)...)
-		if o.cfg.Mapping.Table != want {
-			t.Errorf("--table %s: Table = %q, want %q", in, o.cfg.Mapping.Table, want)
+		if o.cfg.Mapping.FirstTable() != want {
+			t.Errorf("--table %s: Table = %q, want %q", in, o.cfg.Mapping.FirstTable(), want)
 		}
 	}
 }

@@ -10,11 +10,6 @@ import (
 	"github.com/pgoutbox/pgoutbox/decoder"
 )
 
-const (
-	oidInt4 = 23
-	oidUUID = 2950
-)
-
 // outboxRel is the Debezium-style outbox table as a hand-built relation.
 func outboxRel(payloadOID uint32) *decoder.Relation {
 	return &decoder.Relation{
@@ -102,7 +97,7 @@ func TestMapperMatches(t *testing.T) {
 		{"public.outbox", "public", "Outbox", false},
 	} {
 		cfg := DefaultConfig()
-		cfg.Table = c.table
+		cfg.Tables = []string{c.table}
 		m := newMapper(t, cfg)
 		rel := &decoder.Relation{Namespace: c.ns, Name: c.name}
 		if got := m.Matches(rel); got != c.want {
@@ -552,19 +547,29 @@ func TestMapTopicCacheIsBounded(t *testing.T) {
 	}
 }
 
+// BenchmarkMap measures the default raw path (StringConverter bytes), which must not
+// allocate; the JSON formats are measured beside it.
 func BenchmarkMap(b *testing.B) {
-	cfg := DefaultConfig()
-	cfg.Headers = []HeaderColumn{{Column: "type", Name: "eventType"}}
+	raw := DefaultConfig()
+	raw.Headers = []HeaderColumn{{Column: "type", Name: "eventType"}}
+	envelope := raw
+	envelope.KeyFormat, envelope.ValueFormat, envelope.HeaderFormat = FormatJSONEnvelope, FormatJSONEnvelope, FormatJSONEnvelope
+	expand := raw
+	expand.ValueFormat, expand.ExpandJSONPayload = FormatJSON, true
+	const jsonPayload = `{"orderId": 42, "items": [{"sku": "A-1", "qty": 2}], "total": "19.99"}`
 	for _, c := range []struct {
 		name    string
+		cfg     Config
 		oid     uint32
 		payload string
 	}{
-		{"jsonb", oidJSONB, `{"orderId": 42, "items": [{"sku": "A-1", "qty": 2}], "total": "19.99"}`},
-		{"bytea", oidBytea, `\x` + strings.Repeat("0123456789abcdef", 16)},
+		{"jsonb", raw, oidJSONB, jsonPayload},
+		{"bytea", raw, oidBytea, `\x` + strings.Repeat("0123456789abcdef", 16)},
+		{"json-envelope", envelope, oidJSONB, jsonPayload},
+		{"expand", expand, oidJSONB, jsonPayload},
 	} {
 		b.Run(c.name, func(b *testing.B) {
-			m := newMapper(b, cfg)
+			m := newMapper(b, c.cfg)
 			rel := outboxRel(c.oid)
 			values := row(text("8d1f2c1e-4a0b-4c55-9d47-0d3c2d9e6b11"), text("Order"), text("42"), text("OrderCreated"), text(c.payload))
 			if _, err := m.Map(rel, values); err != nil { // warm the binding and the topic cache

@@ -31,8 +31,8 @@ func NewMessageMapper(cfg Config) (*MessageMapper, error) {
 	if err != nil {
 		return nil, err
 	}
-	if cfg.Table == "" {
-		cfg.Table = "message.outbox"
+	if len(cfg.Tables) == 0 {
+		cfg.Tables = []string{"message.outbox"}
 	}
 	m, err := NewMapper(cfg)
 	if err != nil {

@@ -66,7 +66,7 @@ func TestConfigValidate(t *testing.T) {
 		wantErr string // "" means valid
 	}{
 		{"default", DefaultConfig(), ""},
-		{"unqualified table", with(func(c *Config) { c.Table = "outbox" }), ""},
+		{"unqualified table", with(func(c *Config) { c.Tables = []string{"outbox"} }), ""},
 		{"literal topic", with(func(c *Config) { c.TopicTemplate = "events" }), ""},
 		{"literal topic without aggregate type column", with(func(c *Config) { c.TopicTemplate = "events"; c.AggregateTypeColumn = "" }), ""},
 		{"template with two columns", with(func(c *Config) { c.TopicTemplate = "{tenant}.outbox.{aggregatetype}" }), ""},
@@ -74,8 +74,10 @@ func TestConfigValidate(t *testing.T) {
 			c.Headers = []HeaderColumn{{Column: "type", Name: "eventType"}, {Column: "tenant", Name: "tenant"}}
 		}), ""},
 
-		{"bad table", with(func(c *Config) { c.Table = "a.b.c" }), "want schema.table"},
-		{"empty table", with(func(c *Config) { c.Table = "" }), "want schema.table"},
+		{"bad table", with(func(c *Config) { c.Tables = []string{"a.b.c"} }), "want schema.table"},
+		{"empty table", with(func(c *Config) { c.Tables = []string{""} }), "want schema.table"},
+		{"no table", with(func(c *Config) { c.Tables = nil }), "no outbox table"},
+		{"table twice", with(func(c *Config) { c.Tables = []string{"outbox", "public.outbox"} }), "configured twice"},
 		{"empty id column", with(func(c *Config) { c.IDColumn = "" }), "id column must not be empty"},
 		{"empty key column", with(func(c *Config) { c.KeyColumn = "" }), "key column must not be empty"},
 		{"empty payload column", with(func(c *Config) { c.PayloadColumn = "" }), "payload column must not be empty"},
@@ -128,14 +130,14 @@ func TestConfigColumns(t *testing.T) {
 		want []string
 	}{
 		{"default", DefaultConfig(), []string{"id", "aggregateid", "payload", "aggregatetype"}},
-		{"literal topic reads no topic column", Config{Table: "t", IDColumn: "id", KeyColumn: "k", PayloadColumn: "p", TopicTemplate: "events"},
+		{"literal topic reads no topic column", Config{Tables: []string{"t"}, IDColumn: "id", KeyColumn: "k", PayloadColumn: "p", TopicTemplate: "events"},
 			[]string{"id", "k", "p"}},
 		{"each column once, in order", Config{
-			Table: "t", IDColumn: "id", KeyColumn: "aggregateid", PayloadColumn: "payload",
+			Tables: []string{"t"}, IDColumn: "id", KeyColumn: "aggregateid", PayloadColumn: "payload",
 			TopicTemplate: "{tenant}.{aggregatetype}.{tenant}",
 			Headers:       []HeaderColumn{{Column: "type", Name: "eventType"}, {Column: "tenant", Name: "tenant"}, {Column: "id", Name: "eventId"}},
 		}, []string{"id", "aggregateid", "payload", "tenant", "aggregatetype", "type"}},
-		{"key is the payload", Config{Table: "t", IDColumn: "id", KeyColumn: "payload", PayloadColumn: "payload", AggregateTypeColumn: "id"},
+		{"key is the payload", Config{Tables: []string{"t"}, IDColumn: "id", KeyColumn: "payload", PayloadColumn: "payload", AggregateTypeColumn: "id"},
 			[]string{"id", "payload"}},
 	} {
 		got, err := c.cfg.Columns()

@@ -37,8 +37,6 @@ func (l *loop) backfill(ctx context.Context, conn *source.Conn, plan *backfillPl
 		tc.hold = true
 		defer func() { tc.hold = false }()
 	}
-	b := source.Backfill{Table: cfg.Mapping.Table, Where: cfg.BackfillWhere, Order: cfg.BackfillOrder}
-	l.log.Info().Str("query", b.Query()).Str("snapshot", plan.snapshot).Stringer("consistent_point", plan.consistent).Msg("backfill started")
 	l.start()
 	if err := l.led.Begin(backfillToken, time.Now()); err != nil {
 		return err
@@ -46,7 +44,7 @@ func (l *loop) backfill(ctx context.Context, conn *source.Conn, plan *backfillPl
 	l.txn = openTxn{final: backfillToken, commitTime: time.Now()}
 	started, lastLog := time.Now(), time.Now()
 	rows := 0
-	err := conn.ReadBackfill(ctx, plan.snapshot, b, func(rel *decoder.Relation, values []decoder.Value) error {
+	row := func(rel *decoder.Relation, values []decoder.Value) error {
 		for l.led.Full() {
 			if err := l.waitRoom(ctx); err != nil {
 				return err
@@ -69,7 +67,16 @@ func (l *loop) backfill(ctx context.Context, conn *source.Conn, plan *backfillPl
 			l.log.Info().Int("rows", rows).Dur("elapsed", time.Since(started).Round(time.Second)).Msg("backfill progress")
 		}
 		return nil
-	})
+	}
+	// Every table in the same snapshot, one after the other.
+	var err error
+	for _, table := range cfg.Mapping.Tables {
+		b := source.Backfill{Table: table, Where: cfg.BackfillWhere, Order: cfg.BackfillOrder}
+		l.log.Info().Str("query", b.Query()).Str("snapshot", plan.snapshot).Stringer("consistent_point", plan.consistent).Msg("backfill started")
+		if err = conn.ReadBackfill(ctx, plan.snapshot, b, row); err != nil {
+			break
+		}
+	}
 	if errors.Is(err, errBackfillStopped) || ctx.Err() != nil {
 		// The session's error or the shutdown says why; the checkpoint still says the
 		// backfill did not finish, so the next start with --backfill redoes it.

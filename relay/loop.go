@@ -47,11 +47,13 @@ type saver interface {
 	Save(ctx context.Context, cp checkpoint.Checkpoint) error
 }
 
-// rowMapper maps rows of the outbox table (*outbox.Mapper).
+// rowMapper maps rows of the outbox tables (*outbox.Mapper).
 type rowMapper interface {
 	Matches(rel *decoder.Relation) bool
+	SetColumns(table string, cols []outbox.ColumnInfo)
 	Bind(rel *decoder.Relation) error
 	Map(rel *decoder.Relation, values []decoder.Value) (*outbox.Record, error)
+	Config() outbox.Config
 }
 
 // loop is the replication loop, on the session's one goroutine: the only code that
@@ -74,7 +76,10 @@ type loop struct {
 	msgs    *outbox.MessageMapper // nil unless --messages-prefix
 	poison  map[string]outbox.RowError
 	pubOK   func(ctx context.Context) error // checks the publication; nil: never
-	backlog bool                            // a backfill is running: no stream yet
+	// columns reads a table's columns from the catalog again when its Relation
+	// message comes (a schema change); nil when the mapping does not need them.
+	columns func(ctx context.Context, table string) ([]outbox.ColumnInfo, error)
+	backlog bool // a backfill is running: no stream yet
 
 	// isolateUntil, when set, is the newest token of a refused batch: once the
 	// checkpoint passes it the session ends so the next batches again.
@@ -333,6 +338,16 @@ func (l *loop) handle(ctx context.Context, msg *source.Message) error {
 		err = l.commitTxn(ev.Commit)
 	case decoder.TypeRelation:
 		if l.rows.Matches(ev.Relation) {
+			if l.columns != nil {
+				table := ev.Relation.QualifiedName()
+				cctx, cancel := context.WithTimeout(ctx, saveTimeout)
+				cols, err := l.columns(cctx, table)
+				cancel()
+				if err != nil {
+					return fmt.Errorf("read the columns of %s: %w", table, err)
+				}
+				l.rows.SetColumns(table, cols)
+			}
 			if err := l.rows.Bind(ev.Relation); err != nil {
 				return permanent(fmt.Errorf("outbox table changed: %w", err))
 			}
@@ -347,13 +362,34 @@ func (l *loop) handle(ctx context.Context, msg *source.Message) error {
 		}
 		rec, err := l.rows.Map(ev.Relation, ev.Values)
 		return l.emit(ctx, rec, err, "outbox table changed")
-	case decoder.TypeUpdate, decoder.TypeDelete, decoder.TypeTruncate:
+	case decoder.TypeUpdate:
+		l.m.SkippedChanges.WithLabelValues(ev.Type.String()).Inc()
+		if l.rows.Matches(ev.Relation) {
+			return l.invalidOp(ev.Relation, msg.WALStart)
+		}
+	case decoder.TypeDelete, decoder.TypeTruncate:
 		l.m.SkippedChanges.WithLabelValues(ev.Type.String()).Inc()
 	case decoder.TypeMessage:
 		return l.message(ctx, &ev.Message)
 	}
 	if err != nil {
 		return fmt.Errorf("at %s: %w", msg.WALStart, err)
+	}
+	return nil
+}
+
+// invalidOp applies --op-invalid-behavior (Debezium's table.op.invalid.behavior) to
+// an UPDATE of an outbox table, which a publication that publishes updates sends:
+// an outbox is insert-only, so it is skipped with a warning or an error logged, or
+// stops pgoutbox.
+func (l *loop) invalidOp(rel *decoder.Relation, at source.LSN) error {
+	switch l.rows.Config().InvalidOp {
+	case outbox.OpFatal:
+		return permanent(fmt.Errorf("an UPDATE of outbox table %s at %s (--op-invalid-behavior=fatal); an outbox is insert-only: publish = 'insert' keeps updates out of the stream", rel.QualifiedName(), at))
+	case outbox.OpError:
+		l.log.Error().Str("table", rel.QualifiedName()).Stringer("lsn", at).Msg("skipping an UPDATE of an outbox table; an outbox is insert-only")
+	default:
+		l.log.Warn().Str("table", rel.QualifiedName()).Stringer("lsn", at).Msg("skipping an UPDATE of an outbox table; an outbox is insert-only")
 	}
 	return nil
 }
@@ -430,6 +466,13 @@ func (l *loop) publish(ctx context.Context, rec *outbox.Record) error {
 	m := &l.msg
 	m.Topic, m.Key, m.Value, m.ID = rec.Topic, rec.Key, rec.Value, rec.ID
 	m.Token, m.Timestamp, m.Committed, m.DeadLetter = token, l.txn.commitTime, l.txn.commitTime, false
+	m.Partition = sink.AnyPartition
+	if rec.Partition >= 0 {
+		m.Partition = rec.Partition
+	}
+	if !rec.Timestamp.IsZero() {
+		m.Timestamp = rec.Timestamp
+	}
 	m.Headers = m.Headers[:0]
 	for _, h := range rec.Headers {
 		m.Headers = append(m.Headers, sink.Header{Key: h.Key, Value: h.Value})

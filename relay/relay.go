@@ -111,14 +111,14 @@ func (c *Config) Validate() error {
 		return errors.New("--kafka-brokers is required")
 	}
 	mapping := c.Mapping
-	if mapping.Table == "" {
+	if mapping.FirstTable() == "" {
 		if c.MessagesPrefix == "" {
 			return errors.New("--table must not be empty unless --messages-prefix publishes a tableless outbox")
 		}
 		if c.Backfill {
 			return errors.New("--backfill needs a --table")
 		}
-		mapping.Table = "message.outbox" // validate the rest of the mapping
+		mapping.Tables = []string{"message.outbox"} // validate the rest of the mapping
 	}
 	if err := mapping.Validate(); err != nil {
 		return err

@@ -36,8 +36,8 @@ func TestConfigValidate(t *testing.T) {
 		{"bad policy", func(c *Config) { c.OnError = "ignore" }, "--on-error"},
 		{"bad dead-letter topic", func(c *Config) { c.OnError = OnErrorDeadLetter; c.DeadLetterTopic = "a/b" }, "--dead-letter-topic"},
 		{"weakened acks", func(c *Config) { c.Kafka.Properties = map[string]string{"acks": "1"} }, "acks=1"},
-		{"no table without messages", func(c *Config) { c.Mapping.Table = "" }, "--table"},
-		{"tableless", func(c *Config) { c.Mapping.Table = ""; c.MessagesPrefix = "outbox" }, ""},
+		{"no table without messages", func(c *Config) { c.Mapping.Tables = nil }, "--table"},
+		{"tableless", func(c *Config) { c.Mapping.Tables = nil; c.MessagesPrefix = "outbox" }, ""},
 		{"backfill with exactly-once", func(c *Config) { c.Backfill = true; c.ExactlyOnce = true }, ""},
 		{"exactly-once bad topic", func(c *Config) { c.ExactlyOnce = true; c.CheckpointTopic = "" }, "--checkpoint-topic"},
 	} {

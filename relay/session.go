@@ -10,6 +10,7 @@ import (
 
 	"github.com/pgoutbox/pgoutbox/checkpoint"
 	"github.com/pgoutbox/pgoutbox/decoder"
+	"github.com/pgoutbox/pgoutbox/internal/failpoint"
 	"github.com/pgoutbox/pgoutbox/ledger"
 	"github.com/pgoutbox/pgoutbox/outbox"
 	"github.com/pgoutbox/pgoutbox/sink"
@@ -42,7 +43,7 @@ func (r *relay) session(ctx context.Context) error {
 		return err
 	}
 	defer conn.Close(context.Background())
-	server, err := r.prepare(ctx, conn)
+	server, cols, err := r.prepare(ctx, conn)
 	if err != nil {
 		return err
 	}
@@ -82,12 +83,15 @@ func (r *relay) session(ctx context.Context) error {
 	}
 
 	mapping := cfg.Mapping
-	if mapping.Table == "" {
-		mapping.Table = "message.outbox" // tableless: the table mapper never matches
+	if len(mapping.Tables) == 0 {
+		mapping.Tables = []string{"message.outbox"} // tableless: the table mapper never matches
 	}
 	rows, err := outbox.NewMapper(mapping)
 	if err != nil {
 		return permanent(err)
+	}
+	for table, c := range cols {
+		rows.SetColumns(table, columnInfo(c))
 	}
 	var msgs *outbox.MessageMapper
 	if cfg.MessagesPrefix != "" {
@@ -132,8 +136,22 @@ func (r *relay) session(ctx context.Context) error {
 		poison: r.iso.poison, isolateUntil: r.iso.until,
 		cp: start, backlog: bf != nil,
 	}
-	if table := cfg.Mapping.Table; table != "" {
-		l.pubOK = func(ctx context.Context) error { return checkPublication(ctx, conn, cfg.Publication, table) }
+	if tables := cfg.Mapping.Tables; len(tables) > 0 {
+		l.pubOK = func(ctx context.Context) error {
+			for _, table := range tables {
+				if err := checkPublication(ctx, conn, cfg.Publication, table); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
+	}
+	if cfg.Mapping.NeedsColumnInfo() {
+		// A Relation message follows a schema change: read NOT NULL again.
+		l.columns = func(ctx context.Context, table string) ([]outbox.ColumnInfo, error) {
+			c, err := conn.Columns(ctx, table)
+			return columnInfo(c), err
+		}
 	}
 	// Stream now, before the exactly-once set-up, so this instance holds the slot
 	// when it fences others; a backfill (or one to resume) streams after it.
@@ -202,7 +220,7 @@ func (r *relay) session(ctx context.Context) error {
 	}
 	if loopErr == nil && lctx.Err() == nil {
 		r.log.Info().Str("slot", cfg.Slot).Stringer("lsn", l.cp.LSN).Str("server", source.Describe(cfg.PostgresURL)).
-			Str("table", cfg.Mapping.Table).Msg("streaming")
+			Strs("tables", cfg.Mapping.Tables).Msg("streaming")
 		loopErr = l.run(lctx)
 	}
 	return r.stop(ctx, l, reps, g, gctx, stopReports, loopErr)
@@ -350,9 +368,11 @@ func (r *relay) carryOut(ctx context.Context, conn *source.Conn, stream *source.
 		if plan.Force {
 			save = store.Force
 		}
+		failpoint.Hit("before-checkpoint")
 		if err := save(ctx, start); err != nil {
 			return start, nil, fmt.Errorf("save checkpoint: %w", err)
 		}
+		failpoint.Hit("after-checkpoint")
 		r.m.CheckpointLSN.Set(float64(start.LSN))
 	}
 	return start, bf, nil

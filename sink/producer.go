@@ -232,7 +232,7 @@ func Permanent(err error) bool {
 	case kafka.ErrMsgSizeTooLarge, kafka.ErrInvalidMsgSize, kafka.ErrTopicException,
 		kafka.ErrUnknownTopicOrPart, kafka.ErrUnknownTopic, kafka.ErrTopicAuthorizationFailed,
 		kafka.ErrInvalidRecord, kafka.ErrRecordListTooLarge, kafka.ErrInvalidMsg,
-		kafka.ErrPolicyViolation, kafka.ErrInvalidArg:
+		kafka.ErrPolicyViolation, kafka.ErrInvalidArg, kafka.ErrUnknownPartition:
 		return true
 	}
 	return false

@@ -87,6 +87,9 @@ type Column struct {
 	Name     string
 	Type     string // format_type, e.g. "jsonb", "character varying(64)"
 	BaseType string // for a domain, the type it is based on; else Type
+	// NotNull is pg_attribute.attnotnull, which a Relation message does not carry:
+	// Debezium's json-envelope schemas mark a NOT NULL column "optional":false.
+	NotNull bool
 }
 
 // Columns lists the table's columns, or a SetupError when the table does not exist.
@@ -99,7 +102,7 @@ func (c *Conn) Columns(ctx context.Context, table string) ([]Column, error) {
 		return nil, setupErr(nil, "table %s does not exist; create it (see sql/outbox.sql) or name it with --table", table)
 	}
 	rows, err := c.conn.Query(ctx, `SELECT a.attname, format_type(a.atttypid, a.atttypmod),
-			format_type(CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE a.atttypid END, NULL)
+			format_type(CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE a.atttypid END, NULL), a.attnotnull
 		FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
 		WHERE a.attrelid = $1::text::regclass AND a.attnum > 0 AND NOT a.attisdropped
 		ORDER BY a.attnum`, regName(table))
@@ -108,7 +111,7 @@ func (c *Conn) Columns(ctx context.Context, table string) ([]Column, error) {
 	}
 	cols, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Column, error) {
 		var col Column
-		err := r.Scan(&col.Name, &col.Type, &col.BaseType)
+		err := r.Scan(&col.Name, &col.Type, &col.BaseType, &col.NotNull)
 		return col, err
 	})
 	if err != nil {
@@ -183,20 +186,24 @@ func CheckPublication(pub Publication, table string) error {
 	return nil
 }
 
-// CreatePublication creates "FOR TABLE table WITH (publish = 'insert')", or with an
-// empty table a publication of no table: pgoutput still sends logical messages.
-func (c *Conn) CreatePublication(ctx context.Context, name, table string) error {
+// CreatePublication creates "FOR TABLE t1, t2 WITH (publish = 'insert')", or with no
+// table a publication of no table: pgoutput still sends logical messages.
+func (c *Conn) CreatePublication(ctx context.Context, name string, tables []string) error {
 	sql := fmt.Sprintf(`CREATE PUBLICATION %s`, pgx.Identifier{name}.Sanitize())
-	if table != "" {
-		schema, rel, _ := strings.Cut(table, ".")
+	if len(tables) > 0 {
+		idents := make([]string, len(tables))
+		for i, t := range tables {
+			schema, rel, _ := strings.Cut(t, ".")
+			idents[i] = pgx.Identifier{schema, rel}.Sanitize()
+		}
 		sql = fmt.Sprintf(`CREATE PUBLICATION %s FOR TABLE %s WITH (publish = 'insert')`,
-			pgx.Identifier{name}.Sanitize(), pgx.Identifier{schema, rel}.Sanitize())
+			pgx.Identifier{name}.Sanitize(), strings.Join(idents, ", "))
 	}
 	if _, err := c.conn.Exec(ctx, sql); err != nil {
 		var pgErr *pgconn.PgError
 		if errors.As(err, &pgErr) && pgErr.Code == "42501" {
-			who := "the table owner"
-			if table == "" {
+			who := "the tables' owner"
+			if len(tables) == 0 {
 				who = "a role with CREATE on the database"
 			}
 			return setupErr(nil, "publication %q does not exist and this role may not create it (%s); run as %s: %s (see sql/publication.sql)", name, pgErr.Message, who, sql)
