@@ -12,6 +12,7 @@ import (
 
 	"github.com/pgoutbox/pgoutbox/checkpoint"
 	"github.com/pgoutbox/pgoutbox/outbox"
+	"github.com/pgoutbox/pgoutbox/relay"
 	"github.com/pgoutbox/pgoutbox/source"
 )
 
@@ -64,28 +65,50 @@ type checkpointStatus struct {
 	UpdatedAt time.Time `json:"updated_at"`
 }
 
+// statusFlags are the flags pgoutbox status reads: where the slot, publication,
+// tables and checkpoint are, and how to report.
+type statusFlags struct {
+	*flags
+	postgresURL, slot, publication                   *string
+	tables                                           *listFlag
+	checkpointStore, checkpointFile, checkpointTable *string
+	asJSON                                           *bool
+	maxRetained                                      *int
+}
+
+func newStatusFlags() *statusFlags {
+	f := &statusFlags{flags: newFlags("pgoutbox status")}
+	d := outbox.DefaultConfig()
+	f.postgresURL = f.postgresURLFlag()
+	f.slot = f.string(groupPostgres, "slot", "pgoutbox", "logical replication slot `name`")
+	f.publication = f.string(groupPostgres, "publication", "pgoutbox", "publication `name`")
+	f.tables = f.list(groupPostgres, "table", "outbox `table` (schema.table) the publication must publish, repeatable")
+	f.tables.def = d.FirstTable()
+	f.checkpointStore = f.string(groupOps, "checkpoint-store", relay.StoreFile, "file or postgres")
+	f.checkpointFile = f.string(groupOps, "checkpoint-file", "pgoutbox.checkpoint", "checkpoint `path` for --checkpoint-store=file")
+	f.checkpointTable = f.string(groupOps, "checkpoint-table", "public.pgoutbox_checkpoint", "checkpoint `table` for --checkpoint-store=postgres")
+	f.asJSON = f.bool(groupOps, "json", false, "print the report as JSON")
+	f.maxRetained = f.int(groupOps, "max-retained-mb", 1024, "an inactive slot retaining more WAL than this many MiB needs attention")
+	return f
+}
+
 func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	f := newRelayFlags()
-	asJSON := f.bool(groupOps, "json", false, "print the report as JSON")
-	maxRetained := f.int(groupOps, "max-retained-mb", 1024, "an inactive slot retaining more WAL than this many MiB needs attention")
+	f := newStatusFlags()
 	if err := f.parse(args, getenv); err != nil {
 		if err == errHelp {
 			f.usage(stdout, statusIntro)
 		}
 		return err
 	}
-	if _, _, err := f.applyDebezium(); err != nil {
-		return err
-	}
 	if *f.postgresURL == "" {
 		return &usageError{errors.New("--postgres-url is required")}
 	}
-	table := outbox.DefaultConfig().FirstTable() // status checks the first table
-	if len(f.mapping.tables.values) > 0 {
-		table = f.mapping.tables.values[0]
+	tables := f.tables.values
+	if len(tables) == 0 {
+		tables = []string{f.tables.def}
 	}
-	if !strings.Contains(table, ".") {
-		table = "public." + table
+	for i, t := range tables {
+		tables[i] = qualify(t)
 	}
 	conn, err := source.Connect(ctx, *f.postgresURL)
 	if err != nil {
@@ -110,65 +133,55 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if found {
 		rep.Slot = &slotStatus{Name: slot.Name, Plugin: slot.Plugin, Active: slot.Active, ActivePID: slot.ActivePID,
 			RestartLSN: slot.RestartLSN.String(), ConfirmedLSN: slot.ConfirmedLSN.String(), WALStatus: slot.WALStatus, RetainedBytes: slot.RetainedBytes}
-		if err := source.CheckSlot(slot, server.Database); err != nil {
-			problem("%v", err)
-		}
-		if slot.WALStatus == "lost" {
-			problem("slot %q has wal_status 'lost': WAL it needed was removed; pgoutbox will refuse to start (see the README on gaps)", slot.Name)
-		}
-		if !slot.Active && slot.RetainedBytes > int64(*maxRetained)<<20 {
+		if !slot.Active && slot.RetainedBytes > int64(*f.maxRetained)<<20 {
 			problem("slot %q is inactive and retains %d MiB of WAL; start pgoutbox or drop the slot before the disk fills", slot.Name, slot.RetainedBytes>>20)
 		}
 	} else {
 		problem("slot %q does not exist (pgoutbox creates it on first start)", *f.slot)
 	}
 
-	pub, pubFound, err := conn.Publication(ctx, *f.publication, table)
-	if err != nil {
-		return err
-	}
-	if pubFound {
-		rep.Publication = &publicationStatus{Name: pub.Name, HasTable: pub.HasTable, Insert: pub.Insert}
+	for _, table := range tables {
+		pub, pubFound, err := conn.Publication(ctx, *f.publication, table)
+		if err != nil {
+			return err
+		}
+		if !pubFound {
+			problem("publication %q does not exist (pgoutbox creates it on first start if allowed)", *f.publication)
+			break
+		}
+		if rep.Publication == nil {
+			rep.Publication = &publicationStatus{Name: pub.Name, HasTable: pub.HasTable, Insert: pub.Insert}
+		}
+		rep.Publication.HasTable = rep.Publication.HasTable && pub.HasTable
 		if err := source.CheckPublication(pub, table); err != nil {
 			problem("%v", err)
 		}
-	} else {
-		problem("publication %q does not exist (pgoutbox creates it on first start if allowed)", *f.publication)
 	}
 
-	var store checkpoint.Store
-	switch *f.checkpointStore {
-	case "postgres":
-		store = checkpoint.NewPostgres(conn.PgxConn(), *f.checkpointTable)
-	default:
-		store = checkpoint.NewFile(*f.checkpointFile)
-	}
-	cp, err := store.Load(ctx, *f.slot)
-	switch {
-	case err == nil:
-		rep.Checkpoint = &checkpointStatus{Store: store.Describe(), LSN: cp.LSN.String(), Slot: cp.Slot, SystemID: cp.SystemID, UpdatedAt: cp.UpdatedAt}
-		if found && slot.ConfirmedLSN > cp.LSN {
-			problem("gap: slot confirmed %s is past checkpoint %s; pgoutbox will refuse to start without --accept-gap", slot.ConfirmedLSN, cp.LSN)
-		}
-		if !found {
-			problem("gap: checkpoint at %s exists but slot %q does not; pgoutbox will refuse to start without --accept-gap", cp.LSN, *f.slot)
-		}
-		if cp.Slot != *f.slot {
-			problem("gap: checkpoint %s belongs to slot %q, not %q; pgoutbox will refuse to start without --accept-gap", store.Describe(), cp.Slot, *f.slot)
-		}
-		if server.SystemID != "" && cp.SystemID != "" && cp.SystemID != server.SystemID {
-			problem("gap: the checkpoint is from another PostgreSQL cluster (system identifier %s, this server %s); pgoutbox will refuse to start without --accept-gap", cp.SystemID, server.SystemID)
-		}
-	case errors.Is(err, checkpoint.ErrNotFound):
-	default:
+	cfg := relay.Config{Slot: *f.slot, CheckpointStore: *f.checkpointStore, CheckpointFile: *f.checkpointFile, CheckpointTable: *f.checkpointTable}
+	store, err := relay.OpenStore(ctx, cfg, conn)
+	if err != nil {
 		problem("checkpoint: %v", err)
+	} else {
+		cp, err := store.Load(ctx, *f.slot)
+		switch {
+		case err == nil:
+			rep.Checkpoint = &checkpointStatus{Store: store.Describe(), LSN: cp.LSN.String(), Slot: cp.Slot, SystemID: cp.SystemID, UpdatedAt: cp.UpdatedAt}
+		case errors.Is(err, checkpoint.ErrNotFound):
+		default:
+			problem("checkpoint: %v", err)
+		}
+		// The relay's own decision: what would keep it from starting.
+		if err := relay.CheckStart(ctx, cfg, conn, store, server.SystemID, server.Database); err != nil {
+			problem("%v", err)
+		}
 	}
 	rep.OK = len(rep.Problems) == 0
 	if rep.Problems == nil {
 		rep.Problems = []string{}
 	}
 
-	if *asJSON {
+	if *f.asJSON {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
 		if err := enc.Encode(rep); err != nil {
@@ -181,6 +194,14 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return &statusError{code: 1}
 	}
 	return nil
+}
+
+// qualify is the one place a table name gets its schema: public unless given.
+func qualify(table string) string {
+	if table != "" && !strings.Contains(table, ".") {
+		return "public." + table
+	}
+	return table
 }
 
 func printStatus(w io.Writer, rep statusReport) {

@@ -45,10 +45,7 @@ func (f mappingFlags) build() (outbox.Config, error) {
 			if t == "" {
 				return m, &usageError{fmt.Errorf(`--table "" means no table and cannot be given with other tables`)}
 			}
-			if !strings.Contains(t, ".") {
-				t = "public." + t
-			}
-			m.Tables = append(m.Tables, t)
+			m.Tables = append(m.Tables, qualify(t))
 		}
 	}
 	for _, ff := range []struct {

@@ -150,9 +150,16 @@ func TestStatusHelp(t *testing.T) {
 	if code != 0 {
 		t.Errorf("status --help: exit %d", code)
 	}
-	for _, want := range []string{"pgoutbox status reads the replication slot", "  --json\n", "  --max-retained-mb int\n", "\nPostgreSQL:\n"} {
+	for _, want := range []string{"pgoutbox status reads the replication slot", "  --json\n", "  --max-retained-mb int\n", "\nPostgreSQL:\n",
+		"  --slot name\n", "  --table table\n", "  --checkpoint-store string\n"} {
 		if !strings.Contains(stdout, want) {
 			t.Errorf("status usage lacks %q", want)
+		}
+	}
+	// Only what status reads: nothing of Kafka, the mapping or the stream.
+	for _, not := range []string{"--kafka-brokers", "--exactly-once", "--topic", "--max-in-flight", "--backfill", "--on-error"} {
+		if strings.Contains(stdout, not) {
+			t.Errorf("status usage lists %s, which status does not read", not)
 		}
 	}
 }

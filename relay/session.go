@@ -299,6 +299,25 @@ func cmp(errs ...error) error {
 	return nil
 }
 
+// CheckStart reports what would keep pgoutbox from starting — a gap, a slot it
+// cannot use, an unfinished backfill — reading the same facts and deciding with the
+// same rule (planStart) as a starting relay; pgoutbox status shows it. A slot active
+// in another process is no problem. The timeline is not compared: reading it needs a
+// replication connection.
+func CheckStart(ctx context.Context, cfg Config, conn *source.Conn, store checkpoint.Store, systemID, database string) error {
+	id := checkpoint.Checkpoint{Slot: cfg.Slot, SystemID: systemID, Database: database}
+	f, err := readFacts(ctx, cfg, conn, store, id)
+	if err != nil {
+		return err
+	}
+	_, err = planStart(f)
+	var active *source.ErrSlotActive
+	if errors.As(err, &active) {
+		return nil
+	}
+	return err
+}
+
 // readFacts reads the slot and then the checkpoint (see startFacts for why in that
 // order).
 func readFacts(ctx context.Context, cfg Config, conn *source.Conn, store checkpoint.Store, id checkpoint.Checkpoint) (startFacts, error) {
