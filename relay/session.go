@@ -470,16 +470,23 @@ func (r *relay) eosSetup(err error) error {
 		"and READ, WRITE and DESCRIBE (CREATE unless it exists) on topic %q", err, r.cfg.TxnID(), r.cfg.CheckpointTopic))
 }
 
-// receiveTimeout is how long the loop accepts silence from the server: the
-// server's wal_sender_timeout, after which the walsender would have given up on a
-// silent pgoutbox too, but at least a few status intervals.
+// receiveTimeout is how long the loop accepts silence from the server: its
+// wal_sender_timeout, but at least a few status intervals. A walsender busy decoding
+// a transaction that sends pgoutbox nothing still reads pgoutbox's status updates,
+// and answers the one asking for a reply, every wal_sender_timeout/2
+// (WalSndUpdateProgress, walsender.c), so a live server is never silent that long.
+// With wal_sender_timeout 0 it never has to: then there is no receive timeout (TCP
+// keepalives still notice a dead peer, slowly).
 func (r *relay) receiveTimeout(ctx context.Context, conn *source.Conn) time.Duration {
 	if r.cfg.ReceiveTimeout != 0 {
 		return max(r.cfg.ReceiveTimeout, 0)
 	}
 	t, err := conn.WalSenderTimeout(ctx)
-	if err != nil || t <= 0 {
-		t = time.Minute
+	switch {
+	case err != nil:
+		t = time.Minute // PostgreSQL's default
+	case t == 0:
+		return 0
 	}
 	return max(t, 5*r.cfg.StatusInterval)
 }
