@@ -7,7 +7,7 @@ BIN     := bin/pgoutbox
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 
-.PHONY: build dev test test-unit bench clean jvm
+.PHONY: build dev test test-unit bench soak clean jvm
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) .
@@ -30,17 +30,24 @@ jvm:
 test: build jvm
 	$(GO) vet ./...
 	E2E_RACE=1 $(GO) test -count=1 -timeout 20m ./...
-	$(GO) test -count=1 -race ./decoder/ ./tracker/ ./outbox/ ./checkpoint/ ./relay/ ./sink/ ./metrics/
+	$(GO) test -count=1 -race ./decoder/ ./ledger/ ./outbox/ ./checkpoint/ ./relay/ ./sink/ ./metrics/
 	$(GO) test ./decoder/ -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime 20s
-	$(GO) test ./tracker/ -run '^$$' -fuzz '^FuzzTracker$$' -fuzztime 10s
+	$(GO) test ./ledger/ -run '^$$' -fuzz '^FuzzLedger$$' -fuzztime 10s
 
 # Backlog drain versus pg_recvlogical, live latency and peak RSS; writes bench/results.md.
 bench: build
 	$(GO) run ./bench -pgoutbox $(BIN)
 
+# The soak: both modes for SOAK_DURATION each under mixed live writers and random
+# faults (kill -9, PostgreSQL restarts, a paused broker, SIGSTOP past
+# wal_sender_timeout). make test runs a short version.
+SOAK_DURATION ?= 5m
+soak: build
+	SOAK_DURATION=$(SOAK_DURATION) $(GO) test -count=1 -timeout 60m ./e2e -run '^TestSoak$$' -v
+
 # Only the fast tests that need no PostgreSQL.
 test-unit:
-	$(GO) test -count=1 ./decoder/ ./tracker/ ./outbox/ ./sink/ ./source/ ./metrics/ ./relay/
+	$(GO) test -count=1 ./decoder/ ./ledger/ ./outbox/ ./sink/ ./source/ ./metrics/ ./relay/
 
 clean:
 	rm -rf bin
