@@ -23,7 +23,8 @@ type backlogCase struct {
 
 // backlogResult is one row of the backlog table plus what explains it.
 type backlogResult struct {
-	c      backlogCase
+	c           backlogCase
+	exactlyOnce bool
 	server string // PostgreSQL version()
 
 	// recvlogical is the faster of two pg_recvlogical runs, on slot twin
@@ -53,7 +54,7 @@ const drainTimeout = 5 * time.Minute
 // times pg_recvlogical on a twin slot and pgoutbox on its own slot, one after
 // the other so they do not compete for the CPUs.
 func runBacklog(ctx context.Context, cfg config, c backlogCase, say func(string, ...any)) (res backlogResult, err error) {
-	res.c = c
+	res.c, res.exactlyOnce = c, cfg.exactlyOnce
 	pg, err := startPostgres(ctx, cfg.sqlDir)
 	if err != nil {
 		return res, err
@@ -197,7 +198,7 @@ func timePgoutbox(ctx context.Context, cfg config, c backlogCase, expect map[str
 		return err
 	}
 	defer kafka.Close()
-	col, err := startCollector(kafkatest.Brokers(kafka), nil)
+	col, err := startCollector(kafkatest.Brokers(kafka), cfg.exactlyOnce, nil)
 	if err != nil {
 		return err
 	}

@@ -35,7 +35,7 @@ func runCeiling(ctx context.Context, events int, say func(string, ...any)) (res 
 	}
 	defer kafka.Close()
 	brokers := kafkatest.Brokers(kafka)
-	col, err := startCollector(brokers, nil)
+	col, err := startCollector(brokers, false, nil)
 	if err != nil {
 		return res, err
 	}

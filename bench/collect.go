@@ -35,8 +35,10 @@ type collector struct {
 }
 
 // startCollector starts consuming brokers' outbox topics in the background.
-func startCollector(brokers string, onRecord func(kafkatest.Record, time.Time)) (*collector, error) {
-	cons, err := kafkatest.NewConsumer(brokers, kafkatest.ConsumeOptions{TopicRegex: `^outbox\.event\.`})
+// readCommitted hides open and aborted Kafka transactions, as exactly-once consumers
+// must.
+func startCollector(brokers string, readCommitted bool, onRecord func(kafkatest.Record, time.Time)) (*collector, error) {
+	cons, err := kafkatest.NewConsumer(brokers, kafkatest.ConsumeOptions{TopicRegex: `^outbox\.event\.`, ReadCommitted: readCommitted})
 	if err != nil {
 		return nil, err
 	}

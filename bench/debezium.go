@@ -113,7 +113,7 @@ func drainOnRealKafka(ctx context.Context, cfg config, pg *pgtest.Cluster, admin
 	if err := broker.CreateTopics(ctx, tops); err != nil {
 		return run, err
 	}
-	col, err := startCollector(broker.Brokers(), nil)
+	col, err := startCollector(broker.Brokers(), false, nil)
 	if err != nil {
 		return run, err
 	}

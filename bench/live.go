@@ -37,6 +37,7 @@ RETURNING id::text`
 
 // liveResult is the live latency row.
 type liveResult struct {
+	exactlyOnce  bool
 	server       string // PostgreSQL version()
 	rate         int
 	planned      time.Duration
@@ -58,7 +59,7 @@ type liveResult struct {
 // of one-event transactions for duration, and measures each event's latency
 // from its INSERT to its arrival at the independent consumer.
 func runLive(ctx context.Context, cfg config, duration time.Duration, say func(string, ...any)) (res liveResult, err error) {
-	res.rate, res.planned = liveRate, duration
+	res.rate, res.planned, res.exactlyOnce = liveRate, duration, cfg.exactlyOnce
 	pg, err := startPostgres(ctx, cfg.sqlDir)
 	if err != nil {
 		return res, err
@@ -79,7 +80,7 @@ func runLive(ctx context.Context, cfg config, duration time.Duration, say func(s
 	defer kafka.Close()
 
 	var latency []time.Duration // written by the consumer goroutine only
-	col, err := startCollector(kafkatest.Brokers(kafka), func(r kafkatest.Record, at time.Time) {
+	col, err := startCollector(kafkatest.Brokers(kafka), cfg.exactlyOnce, func(r kafkatest.Record, at time.Time) {
 		if string(r.Key) == warmupKey {
 			return
 		}

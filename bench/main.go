@@ -35,7 +35,20 @@ type config struct {
 	out    string
 	sqlDir string
 	extra  []string // more pgoutbox flags, for experiments
+	// modes are the delivery modes each backlog and live case runs in.
+	modes []mode
+	// exactlyOnce: this run of a case is the exactly-once one.
+	exactlyOnce bool
 }
+
+// mode is a delivery mode: at-least-once, or --exactly-once with a read_committed
+// consumer.
+type mode struct {
+	name        string
+	exactlyOnce bool
+}
+
+var allModes = []mode{{"at-least-once", false}, {"exactly-once", true}}
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -67,6 +80,8 @@ func run(ctx context.Context, args []string) error {
 	fs.StringVar(&cfg.binary, "pgoutbox", "bin/pgoutbox", "pgoutbox binary to measure (make build)")
 	fs.StringVar(&cases, "cases", allCases, "comma-separated cases to run: A, B, C (backlog drains), live (latency), kfake (broker ceiling), debezium (case B with Debezium and pgoutbox on real Kafka; not in the default set)")
 	fs.Float64Var(&cfg.scale, "scale", 1, "multiply event counts and the live duration (0.1 for a smoke run)")
+	var modes string
+	fs.StringVar(&modes, "modes", "at-least-once,exactly-once", "delivery modes each backlog and live case runs in")
 	fs.StringVar(&cfg.out, "out", "bench/results.md", "markdown report to write (overwritten)")
 	fs.StringVar(&cfg.sqlDir, "sql", "sql", "directory with outbox.sql, publication.sql and role.sql")
 	fs.Func("pgoutbox-flag", "extra argument for pgoutbox (repeatable), e.g. -pgoutbox-flag=--kafka-config=linger.ms=5", func(s string) error {
@@ -94,6 +109,17 @@ func run(ctx context.Context, args []string) error {
 		}
 		cfg.cases = append(cfg.cases, c)
 	}
+	for _, name := range strings.Split(modes, ",") {
+		found := false
+		for _, m := range allModes {
+			if m.name == strings.TrimSpace(name) {
+				cfg.modes, found = append(cfg.modes, m), true
+			}
+		}
+		if !found {
+			return fmt.Errorf("-modes: unknown mode %q (want at-least-once, exactly-once)", name)
+		}
+	}
 	if _, err := os.Stat(cfg.binary); err != nil {
 		return fmt.Errorf("pgoutbox binary: %w (build it with 'make build')", err)
 	}
@@ -105,41 +131,29 @@ func run(ctx context.Context, args []string) error {
 	rep.machine = describeMachine(ctx, cfg.binary)
 	var failed []error
 	for _, name := range cfg.cases {
-		var err error
-		switch name {
-		case "live":
-			var r liveResult
-			r, err = runLive(ctx, cfg, scaleDuration(liveDuration, cfg.scale), say)
-			if err == nil {
-				rep.live = &r
-			}
-		case "debezium":
-			var r debeziumResult
-			r, err = runDebezium(ctx, cfg, scaleCase(findCase("B"), cfg.scale), say)
-			if err == nil {
-				rep.debezium = &r
-			}
-		case "kfake":
-			var r ceilingResult
-			r, err = runCeiling(ctx, scaleCount(ceilingRecords, cfg.scale), say)
-			if err == nil {
-				rep.ceiling = &r
-			}
-		default:
-			c := scaleCase(findCase(name), cfg.scale)
-			var r backlogResult
-			r, err = runBacklog(ctx, cfg, c, say)
-			if err == nil {
-				rep.backlog = append(rep.backlog, r)
-			}
+		modes := cfg.modes
+		if name == "kfake" || name == "debezium" {
+			modes = modes[:1] // not a pgoutbox mode
 		}
-		if ctx.Err() != nil {
-			return fmt.Errorf("interrupted during case %s", name)
-		}
-		if err != nil {
-			say("case %s failed: %v", name, err)
-			rep.failures = append(rep.failures, fmt.Sprintf("%s: %v", name, err))
-			failed = append(failed, fmt.Errorf("case %s: %w", name, err))
+		for _, m := range modes {
+			mcfg := cfg
+			mcfg.exactlyOnce = m.exactlyOnce
+			if m.exactlyOnce {
+				mcfg.extra = append([]string{"--exactly-once"}, cfg.extra...)
+			}
+			label := name
+			if len(cfg.modes) > 1 && len(modes) > 1 {
+				label = name + " " + m.name
+			}
+			err := runCase(ctx, mcfg, name, rep, say)
+			if ctx.Err() != nil {
+				return fmt.Errorf("interrupted during case %s", label)
+			}
+			if err != nil {
+				say("case %s failed: %v", label, err)
+				rep.failures = append(rep.failures, fmt.Sprintf("%s: %v", label, err))
+				failed = append(failed, fmt.Errorf("case %s: %w", label, err))
+			}
 		}
 	}
 	text := rep.markdown()
@@ -148,6 +162,36 @@ func run(ctx context.Context, args []string) error {
 		failed = append(failed, fmt.Errorf("write report: %w", err))
 	}
 	return errors.Join(failed...)
+}
+
+// runCase runs one case in cfg's mode and adds its result to rep.
+func runCase(ctx context.Context, cfg config, name string, rep *report, say func(string, ...any)) error {
+	switch name {
+	case "live":
+		r, err := runLive(ctx, cfg, scaleDuration(liveDuration, cfg.scale), say)
+		if err == nil {
+			rep.live = append(rep.live, r)
+		}
+		return err
+	case "debezium":
+		r, err := runDebezium(ctx, cfg, scaleCase(findCase("B"), cfg.scale), say)
+		if err == nil {
+			rep.debezium = &r
+		}
+		return err
+	case "kfake":
+		r, err := runCeiling(ctx, scaleCount(ceilingRecords, cfg.scale), say)
+		if err == nil {
+			rep.ceiling = &r
+		}
+		return err
+	}
+	c := scaleCase(findCase(name), cfg.scale)
+	r, err := runBacklog(ctx, cfg, c, say)
+	if err == nil {
+		rep.backlog = append(rep.backlog, r)
+	}
+	return err
 }
 
 func findCase(name string) backlogCase {

@@ -67,7 +67,7 @@ type report struct {
 	started   time.Time
 	machine   machine
 	backlog   []backlogResult
-	live      *liveResult
+	live      []liveResult
 	ceiling   *ceilingResult
 	debezium  *debeziumResult
 	failures  []string
@@ -80,8 +80,10 @@ func (r *report) server() string {
 			return b.server
 		}
 	}
-	if r.live != nil && r.live.server != "" {
-		return r.live.server
+	for _, l := range r.live {
+		if l.server != "" {
+			return l.server
+		}
 	}
 	return "unknown (no PostgreSQL case ran)"
 }
@@ -104,42 +106,51 @@ func (r *report) markdown() string {
 	if len(r.backlog) > 0 {
 		p("## Backlog drain")
 		p("")
-		p("| case | events | pg_recvlogical s | pg_recvlogical ev/s | pgoutbox s | pgoutbox ev/s | ratio | peak RSS MiB | CPU µs/event |")
-		p("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+		p("| case | mode | events | pg_recvlogical s | pg_recvlogical ev/s | pgoutbox s | pgoutbox ev/s | ratio | vs at-least-once | peak RSS MiB | CPU µs/event |")
+		p("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
 		for _, x := range r.backlog {
 			n := float64(x.c.events)
-			p("| %s | %d | %.3f | %.0f | %.3f | %.0f | %.2f | %.1f | %.1f |",
-				x.c.label, x.c.events,
+			vs := "—"
+			for _, a := range r.backlog {
+				if x.exactlyOnce && !a.exactlyOnce && a.c.name == x.c.name {
+					vs = fmt.Sprintf("%.2f", a.pgoutbox.Seconds()/x.pgoutbox.Seconds())
+				}
+			}
+			p("| %s | %s | %d | %.3f | %.0f | %.3f | %.0f | %.2f | %s | %.1f | %.1f |",
+				x.c.label, modeName(x.exactlyOnce), x.c.events,
 				x.recvlogical.Seconds(), n/x.recvlogical.Seconds(),
 				x.pgoutbox.Seconds(), n/x.pgoutbox.Seconds(),
-				x.recvlogical.Seconds()/x.pgoutbox.Seconds(),
+				x.recvlogical.Seconds()/x.pgoutbox.Seconds(), vs,
 				float64(x.rssKiB)/1024, float64(x.cpu.Microseconds())/n)
 		}
 		p("")
 	}
-	if r.live != nil {
-		x := r.live
+	if len(r.live) > 0 {
 		p("## Live latency (insert → independent consumer)")
 		p("")
-		p("| rate | duration | events | p50 | p90 | p99 | max | peak RSS |")
-		p("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-		p("| %d ev/s | %v | %d | %s | %s | %s | %s | %.1f MiB |",
-			x.rate, x.planned, x.events,
-			ms(percentile(x.latency, 0.50)), ms(percentile(x.latency, 0.90)),
-			ms(percentile(x.latency, 0.99)), ms(percentile(x.latency, 1)),
-			float64(x.rssKiB)/1024)
+		p("| mode | rate | duration | events | p50 | p90 | p99 | max | peak RSS |")
+		p("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+		for _, x := range r.live {
+			p("| %s | %d ev/s | %v | %d | %s | %s | %s | %s | %.1f MiB |",
+				modeName(x.exactlyOnce), x.rate, x.planned, x.events,
+				ms(percentile(x.latency, 0.50)), ms(percentile(x.latency, 0.90)),
+				ms(percentile(x.latency, 0.99)), ms(percentile(x.latency, 1)),
+				float64(x.rssKiB)/1024)
+		}
+		p("")
+		p("Exactly-once latency is measured by a read_committed consumer: an event counts when its Kafka transaction has committed.")
 		p("")
 	}
 	b.WriteString(r.debeziumMarkdown())
 	p("Targets, for context (not asserted): ratio ≥ 0.85, live p99 ≤ 10 ms, peak RSS ≤ 64 MiB.")
 	p("")
-	if len(r.backlog) > 0 || r.live != nil {
+	if len(r.backlog) > 0 || len(r.live) > 0 {
 		var rus []string
 		for _, x := range r.backlog {
-			rus = append(rus, fmt.Sprintf("%s %.1f", x.c.name, float64(x.rusageRSSKiB)/1024))
+			rus = append(rus, fmt.Sprintf("%s %s %.1f", x.c.name, modeName(x.exactlyOnce), float64(x.rusageRSSKiB)/1024))
 		}
-		if r.live != nil {
-			rus = append(rus, fmt.Sprintf("live %.1f", float64(r.live.rusageRSSKiB)/1024))
+		for _, x := range r.live {
+			rus = append(rus, fmt.Sprintf("live %s %.1f", modeName(x.exactlyOnce), float64(x.rusageRSSKiB)/1024))
 		}
 		p("Peak RSS is pgoutbox's VmHWM from /proc/<pid>/status, sampled every 10 ms until it exits. Its rusage ru_maxrss (MiB: %s) is not used: Linux starts a vfork+exec child's ru_maxrss at the parent's peak RSS, and the parent here is this benchmark, whose in-process broker and consumer hold every event.", strings.Join(rus, ", "))
 		p("")
@@ -157,12 +168,12 @@ func (r *report) markdown() string {
 	p("## Correctness (independent consumer, event ids from the `id` header)")
 	p("")
 	for _, x := range r.backlog {
-		p("- %s: %s%s%s", x.c.name, x.tally, okMark(x.tally), exitNote(x.stopErr))
+		p("- %s %s: %s%s%s", x.c.name, modeName(x.exactlyOnce), x.tally, okMark(x.tally), exitNote(x.stopErr))
 	}
-	if r.live != nil {
-		p("- live (%d warm-up events included): %s%s%s", len(aggregateTypes), r.live.tally, okMark(r.live.tally), exitNote(r.live.stopErr))
-		if r.live.badValue > 0 {
-			p("  - %d records had no insertedAtUs in their payload", r.live.badValue)
+	for _, x := range r.live {
+		p("- live %s (%d warm-up events included): %s%s%s", modeName(x.exactlyOnce), len(aggregateTypes), x.tally, okMark(x.tally), exitNote(x.stopErr))
+		if x.badValue > 0 {
+			p("  - %d records had no insertedAtUs in their payload", x.badValue)
 		}
 	}
 	if r.ceiling != nil {
@@ -178,27 +189,26 @@ func (r *report) markdown() string {
 		for _, x := range r.backlog {
 			for i, run := range x.recvRuns {
 				when := [2]string{"before", "after"}[i]
-				p("| %s pg_recvlogical (%s pgoutbox) | %.3f | %.2f | %.2f | — | %.2f | %.2f |",
-					x.c.name, when, run.wall.Seconds(), run.walsender.Seconds(), run.cpu.Seconds(),
+				p("| %s %s pg_recvlogical (%s pgoutbox) | %.3f | %.2f | %.2f | — | %.2f | %.2f |",
+					x.c.name, modeName(x.exactlyOnce), when, run.wall.Seconds(), run.walsender.Seconds(), run.cpu.Seconds(),
 					run.busy.Seconds(), (run.busy - run.walsender - run.cpu).Seconds())
 			}
-			p("| %s pgoutbox (first event at %.3f s) | %.3f | %.2f | %.2f | %.2f | %.2f | %.2f |",
-				x.c.name, x.firstEvent.Seconds(), x.pgoutbox.Seconds(), x.walsender.Seconds(), x.cpu.Seconds(),
+			p("| %s %s pgoutbox (first event at %.3f s) | %.3f | %.2f | %.2f | %.2f | %.2f | %.2f |",
+				x.c.name, modeName(x.exactlyOnce), x.firstEvent.Seconds(), x.pgoutbox.Seconds(), x.walsender.Seconds(), x.cpu.Seconds(),
 				x.benchCPU.Seconds(), x.busy.Seconds(), (x.busy - x.walsender - x.cpu - x.benchCPU).Seconds())
 		}
 		p("")
 		p("Client CPU is pg_recvlogical's or pgoutbox's user+sys from rusage, over its whole life (pgoutbox's includes its SIGTERM shutdown after the timed window). Walsender CPU is read from /proc every 10 ms while it serves the client. \"kfake + consumer\" is this benchmark process (in-process broker and independent consumer) during the pgoutbox run. Machine busy is all CPUs' non-idle time from /proc/stat during the run (%d CPUs, so at most %d × wall); \"other processes\" is what is left after the known processes: PostgreSQL's background processes and anything else running on the machine; noise shows up there (±0.02 s: /proc counts 10 ms ticks).", m.nproc, m.nproc)
 		p("")
 		for _, x := range r.backlog {
-			p("- %s: %.0f MiB of WAL for the backlog, payload %.0f bytes on average (jsonb as text); pgoutbox used %.0f%% of one core over the timed window, %.1f µs CPU per event; it sent %s.",
-				x.c.name, float64(x.walBytes)/(1<<20), x.payloadBytes, 100*x.cpu.Seconds()/x.pgoutbox.Seconds(), float64(x.cpu.Microseconds())/float64(x.c.events), x.produced)
+			p("- %s %s: %.0f MiB of WAL for the backlog, payload %.0f bytes on average (jsonb as text); pgoutbox used %.0f%% of one core over the timed window, %.1f µs CPU per event; it sent %s.",
+				x.c.name, modeName(x.exactlyOnce), float64(x.walBytes)/(1<<20), x.payloadBytes, 100*x.cpu.Seconds()/x.pgoutbox.Seconds(), float64(x.cpu.Microseconds())/float64(x.c.events), x.produced)
 		}
 		p("")
 	}
-	if r.live != nil {
-		x := r.live
-		p("- live: %d events written in %v (%.0f ev/s achieved); INSERT+COMMIT round trip p50 %s, p99 %s, max %s (included in the latency); pgoutbox CPU %.2f s (%.1f µs/event over its life, idle time included); machine busy %.0f%% of %d CPUs while writing; pgoutbox sent %s.",
-			x.events, x.wrote.Round(time.Millisecond), float64(x.events)/x.wrote.Seconds(),
+	for _, x := range r.live {
+		p("- live %s: %d events written in %v (%.0f ev/s achieved); INSERT+COMMIT round trip p50 %s, p99 %s, max %s (included in the latency); pgoutbox CPU %.2f s (%.1f µs/event over its life, idle time included); machine busy %.0f%% of %d CPUs while writing; pgoutbox sent %s.",
+			modeName(x.exactlyOnce), x.events, x.wrote.Round(time.Millisecond), float64(x.events)/x.wrote.Seconds(),
 			ms(percentile(x.commit, 0.5)), ms(percentile(x.commit, 0.99)), ms(percentile(x.commit, 1)),
 			x.cpu.Seconds(), float64(x.cpu.Microseconds())/float64(max(1, x.events)),
 			100*x.busy.Seconds()/x.wrote.Seconds()/float64(m.nproc), m.nproc, x.produced)
@@ -222,6 +232,13 @@ func (r *report) markdown() string {
 	p("- pgoutbox: started as role pgoutbox on slot `pgoutbox`, timed from process start until the independent consumer (franz-go, reading every outbox.event.* partition from the start) holds every event id; then SIGTERM (it exits 0 after draining). Peak RSS is its VmHWM (see above), CPU is user+sys from its rusage. The drains run one after the other, never together.")
 	p("- Live: pgoutbox streaming first; %d one-event transactions/s from %d connections on a fixed schedule; the payload carries clock_timestamp() taken inside the INSERT (before the commit and its fsync); arrival is the consumer's clock when the poll returned. Same machine, same clock. %d warm-up events (one per topic) before the measured period are not counted.", liveRate, liveWriters, len(aggregateTypes))
 	return b.String()
+}
+
+func modeName(exactlyOnce bool) string {
+	if exactlyOnce {
+		return "exactly-once"
+	}
+	return "at-least-once"
 }
 
 func ms(d time.Duration) string {

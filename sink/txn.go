@@ -131,13 +131,22 @@ func (p *Producer) CommitTransaction(ctx context.Context) error {
 	}
 }
 
-// Flush waits up to timeout for every queued message to be delivered and returns how
-// many are still outstanding. CommitTransaction flushes too, but cannot be
-// interrupted: if a message fails while it flushes, it waits its whole timeout for
-// messages that will never be sent. Flushing first, in short steps, lets the caller
-// give up when a delivery report has doomed the transaction.
+// Flush waits up to timeout for every queued message to be delivered and its report
+// handed to Run, and returns how many are still outstanding. CommitTransaction
+// flushes too, but cannot be interrupted: if a message fails while it flushes, it
+// waits its whole timeout for messages that will never be sent. Flushing first, in
+// short steps, lets the caller give up when a delivery report has doomed the
+// transaction. (librdkafka's own flush polls for events in steps of its timeout, so
+// the last step always waits it out: this polls the queue length instead.)
 func (p *Producer) Flush(timeout time.Duration) int {
-	return p.p.Flush(max(1, int(timeout.Milliseconds())))
+	deadline := time.Now().Add(timeout)
+	for {
+		n := p.p.Len()
+		if n == 0 || !time.Now().Before(deadline) {
+			return n
+		}
+		time.Sleep(100 * time.Microsecond)
+	}
 }
 
 // AbortTransaction aborts the open transaction.
