@@ -25,7 +25,7 @@ type backlogCase struct {
 type backlogResult struct {
 	c           backlogCase
 	exactlyOnce bool
-	server string // PostgreSQL version()
+	server      string // PostgreSQL version()
 
 	// recvlogical is the faster of two pg_recvlogical runs, on slot twin
 	// before pgoutbox and on slot twin2 after it, so the order of the runs
