@@ -231,6 +231,7 @@ type relayFlags struct {
 	maxInFlight                                      *int
 	statusInterval, shutdownTimeout, retryActive     *time.Duration
 	acceptGap, slotFailover, exactlyOnce             *bool
+	syncGuard                                        *string
 	checkpointTopic, txnID                           *string
 	txnInterval                                      *time.Duration
 	txnMaxEvents                                     *int
@@ -249,6 +250,7 @@ func newRelayFlags() *relayFlags {
 	f.publication = f.string(groupPostgres, "publication", "pgoutbox", "publication `name`; created FOR TABLE <table> WITH (publish = 'insert') if missing")
 	f.acceptGap = f.bool(groupPostgres, "accept-gap", false, "start even though the checkpoint and the slot disagree (slot dropped, re-created or lost);\nevents in the gap are not published. Use once, after reading the gap error")
 	f.slotFailover = f.bool(groupPostgres, "slot-failover", false, "create the slot as a failover slot (PostgreSQL 17+) that standbys keep in sync")
+	f.syncGuard = f.string(groupPostgres, "sync-guard", relay.SyncGuardAuto, "publish a transaction only once it is visible on the primary, i.e. its synchronous standbys\nconfirmed it (no phantom events after a failover): auto (when synchronous_standby_names is set), on or off")
 	f.retryActive = f.duration(groupPostgres, "standby-retry", 5*time.Second, "how often a standby instance retries a slot that another instance streams from")
 
 	f.onError = f.string(groupKafka, "on-error", relay.OnErrorFail, "what to do with a row Kafka refuses (too large, bad topic, not authorized):\nfail (stop; nothing past it is confirmed) or dead-letter")
@@ -307,6 +309,7 @@ func (f *relayFlags) build() (*options, error) {
 		OnError:         *f.onError,
 		DeadLetterTopic: *f.deadLetter,
 		SlotFailover:    *f.slotFailover,
+		SyncGuard:       *f.syncGuard,
 		RetryActive:     *f.retryActive,
 		MessagesPrefix:  *f.messagesPrefix,
 		Backfill:        f.backfill.set,

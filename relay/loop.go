@@ -62,24 +62,27 @@ type rowMapper interface {
 // confirms when a status update is due, waits while the ledger is full, or receives,
 // decodes, maps and produces one message. Every wait has a deadline in the future.
 type loop struct {
-	cfg     loopConfig
-	clock   clock
-	log     zerolog.Logger
-	m       *metrics.Metrics
-	stream  stream
-	prod    producer
-	led     *ledger.Ledger
-	com     committer
-	store   saver
-	dec     *decoder.Decoder
-	rows    rowMapper
-	msgs    *outbox.MessageMapper // nil unless --messages-prefix
-	poison  map[string]outbox.RowError
-	pubOK   func(ctx context.Context) error // checks the publication; nil: never
+	cfg    loopConfig
+	clock  clock
+	log    zerolog.Logger
+	m      *metrics.Metrics
+	stream stream
+	prod   producer
+	led    *ledger.Ledger
+	com    committer
+	store  saver
+	dec    *decoder.Decoder
+	rows   rowMapper
+	msgs   *outbox.MessageMapper // nil unless --messages-prefix
+	poison map[string]outbox.RowError
+	pubOK  func(ctx context.Context) error // checks the publication; nil: never
 	// columns reads a table's columns from the catalog again when its Relation
 	// message comes (a schema change); nil when the mapping does not need them.
 	columns func(ctx context.Context, table string) ([]outbox.ColumnInfo, error)
 	backlog bool // a backfill is running: no stream yet
+	// guard, when set, holds each transaction back until it is visible on the
+	// primary (--sync-guard; see syncguard.go).
+	guard visibility
 
 	// isolateUntil, when set, is the newest token of a refused batch: once the
 	// checkpoint passes it the session ends so the next batches again.
@@ -333,6 +336,11 @@ func (l *loop) handle(ctx context.Context, msg *source.Message) error {
 	l.m.ReceivedLSN.Set(float64(msg.WALStart))
 	switch ev.Type {
 	case decoder.TypeBegin:
+		if l.guard != nil {
+			if err := l.waitVisible(ctx, ev.Begin.Xid); err != nil {
+				return err
+			}
+		}
 		err = l.begin(ev.Begin)
 	case decoder.TypeCommit:
 		err = l.commitTxn(ev.Commit)

@@ -67,6 +67,9 @@ type Config struct {
 	// OnError is the policy for rows Kafka cannot take.
 	OnError         string
 	DeadLetterTopic string
+	// SyncGuard is auto, on or off: hold each transaction back until it is visible
+	// on the primary (for synchronous replication; auto: when it is configured).
+	SyncGuard string
 	// SlotFailover creates the slot as a PostgreSQL 17 failover slot.
 	SlotFailover bool
 	// RetryActive is how long to wait before retrying a slot another process streams from.
@@ -150,6 +153,11 @@ func (c *Config) Validate() error {
 	default:
 		return fmt.Errorf("--on-error %q: want fail or dead-letter", c.OnError)
 	}
+	switch c.SyncGuard {
+	case "", SyncGuardAuto, SyncGuardOn, SyncGuardOff:
+	default:
+		return fmt.Errorf("--sync-guard %q: want auto, on or off", c.SyncGuard)
+	}
 	if c.MaxInFlight < 1 {
 		return errors.New("--max-in-flight must be at least 1")
 	}
@@ -215,8 +223,9 @@ type relay struct {
 	file     checkpoint.Store
 	streamed bool // a session has streamed at least once
 	iso      isolation
-	// warnedTimeline: the checkpoint table's missing timeline column was logged.
-	warnedTimeline bool
+	// warnedTimeline: the checkpoint table's missing timeline column was logged;
+	// loggedGuard: that the sync guard is on.
+	warnedTimeline, loggedGuard bool
 }
 
 // Run streams until ctx ends or a permanent error. It returns nil after a clean

@@ -146,6 +146,17 @@ func (r *relay) session(ctx context.Context) error {
 			return nil
 		}
 	}
+	guarded, err := syncGuard(ctx, cfg.SyncGuard, conn)
+	if err != nil {
+		return err
+	}
+	if guarded {
+		l.guard = &snapshotGuard{snapshot: conn.CurrentSnapshot}
+		if !r.loggedGuard {
+			r.loggedGuard = true
+			r.log.Info().Str("sync_guard", cfg.SyncGuard).Msg("sync guard on: each transaction is published once it is visible on the primary (its synchronous standbys confirmed it)")
+		}
+	}
 	if cfg.Mapping.NeedsColumnInfo() {
 		// A Relation message follows a schema change: read NOT NULL again.
 		l.columns = func(ctx context.Context, table string) ([]outbox.ColumnInfo, error) {
