@@ -232,6 +232,7 @@ type relayFlags struct {
 	statusInterval, shutdownTimeout, retryActive     *time.Duration
 	acceptGap, slotFailover, exactlyOnce             *bool
 	syncGuard                                        *string
+	txnHeaders                                       *bool
 	checkpointTopic, txnID                           *string
 	txnInterval                                      *time.Duration
 	txnMaxEvents                                     *int
@@ -263,6 +264,7 @@ func newRelayFlags() *relayFlags {
 	f.txnMaxEvents = f.int(groupKafka, "txn-max-events", 5000, "events per Kafka transaction with --exactly-once before it commits, even mid-way\nthrough a PostgreSQL transaction")
 
 	f.messagesPrefix = f.string(groupMapping, "messages-prefix", "", "also publish transactional pg_logical_emit_message() messages with this `prefix` (PostgreSQL 14+),\nmapping their JSON fields like the table's columns; with --table \"\" no table is needed")
+	f.txnHeaders = f.bool(groupMapping, "transaction-headers", false, "add headers pgoutbox.lsn (the transaction's commit LSN), pgoutbox.xid and pgoutbox.index\n(the event's 0-based position in its transaction), the same on every replay. Debezium: provide.transaction.metadata")
 	f.debeziumConfig = f.string(groupMapping, "debezium-config", "", "configure from a Debezium PostgreSQL connector configuration `file` (REST JSON or .properties);\nflags given explicitly win. See 'pgoutbox debezium-config FILE'")
 
 	f.backfill = &backfillFlag{}
@@ -294,32 +296,33 @@ func (f *relayFlags) build() (*options, error) {
 		return nil, err
 	}
 	o.cfg = relay.Config{
-		PostgresURL:     *f.postgresURL,
-		Slot:            *f.slot,
-		Publication:     *f.publication,
-		Mapping:         mapping,
-		Kafka:           kafka,
-		CheckpointStore: *f.checkpointStore,
-		CheckpointFile:  *f.checkpointFile,
-		CheckpointTable: *f.checkpointTable,
-		MaxInFlight:     *f.maxInFlight,
-		StatusInterval:  *f.statusInterval,
-		ShutdownTimeout: *f.shutdownTimeout,
-		AcceptGap:       *f.acceptGap,
-		OnError:         *f.onError,
-		DeadLetterTopic: *f.deadLetter,
-		SlotFailover:    *f.slotFailover,
-		SyncGuard:       *f.syncGuard,
-		RetryActive:     *f.retryActive,
-		MessagesPrefix:  *f.messagesPrefix,
-		Backfill:        f.backfill.set,
-		BackfillWhere:   f.backfill.where,
-		BackfillOrder:   *f.backfillOrder,
-		ExactlyOnce:     *f.exactlyOnce,
-		CheckpointTopic: *f.checkpointTopic,
-		TransactionalID: *f.txnID,
-		TxnInterval:     *f.txnInterval,
-		TxnMaxEvents:    *f.txnMaxEvents,
+		PostgresURL:        *f.postgresURL,
+		Slot:               *f.slot,
+		Publication:        *f.publication,
+		Mapping:            mapping,
+		Kafka:              kafka,
+		CheckpointStore:    *f.checkpointStore,
+		CheckpointFile:     *f.checkpointFile,
+		CheckpointTable:    *f.checkpointTable,
+		MaxInFlight:        *f.maxInFlight,
+		StatusInterval:     *f.statusInterval,
+		ShutdownTimeout:    *f.shutdownTimeout,
+		AcceptGap:          *f.acceptGap,
+		OnError:            *f.onError,
+		DeadLetterTopic:    *f.deadLetter,
+		SlotFailover:       *f.slotFailover,
+		SyncGuard:          *f.syncGuard,
+		TransactionHeaders: *f.txnHeaders,
+		RetryActive:        *f.retryActive,
+		MessagesPrefix:     *f.messagesPrefix,
+		Backfill:           f.backfill.set,
+		BackfillWhere:      f.backfill.where,
+		BackfillOrder:      *f.backfillOrder,
+		ExactlyOnce:        *f.exactlyOnce,
+		CheckpointTopic:    *f.checkpointTopic,
+		TransactionalID:    *f.txnID,
+		TxnInterval:        *f.txnInterval,
+		TxnMaxEvents:       *f.txnMaxEvents,
 	}
 	if o.cfg.BackfillOrder == "" {
 		o.cfg.BackfillOrder = o.cfg.Mapping.IDColumn

@@ -171,8 +171,12 @@ func (p *fakeProducer) Produce(m *sink.Message) error {
 			return err
 		}
 	}
-	c := *m
-	c.Key, c.Value = append([]byte(nil), m.Key...), append([]byte(nil), m.Value...)
+	c := *m // sink.Producer copies what it needs: so does the fake
+	c.Key, c.Value, c.ID = append([]byte(nil), m.Key...), append([]byte(nil), m.Value...), append([]byte(nil), m.ID...)
+	c.Headers = nil
+	for _, hd := range m.Headers {
+		c.Headers = append(c.Headers, sink.Header{Key: hd.Key, Value: append([]byte(nil), hd.Value...)})
+	}
 	p.mu.Lock()
 	p.produced = append(p.produced, c)
 	p.mu.Unlock()

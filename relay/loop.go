@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -40,6 +41,9 @@ type loopConfig struct {
 	messagesPrefix  string
 	// pubCheckEvery: how often the publication is checked; 0: never.
 	pubCheckEvery time.Duration
+	// txnHeaders adds pgoutbox.lsn, pgoutbox.xid and pgoutbox.index to every
+	// record (--transaction-headers).
+	txnHeaders bool
 }
 
 // saver saves the checkpoint durably.
@@ -102,13 +106,15 @@ type loop struct {
 	lastHeard time.Time
 	heard     bool
 
-	msg sink.Message // reused by publish
+	msg    sink.Message // reused by publish
+	txnHdr []byte       // backs the transaction headers of msg
 }
 
 // openTxn is the PostgreSQL transaction being read.
 type openTxn struct {
 	final      source.LSN
 	commitTime time.Time
+	xid        uint32
 	// index counts its events read so far, those skipped as already in Kafka
 	// included: the exactly-once record counts the same way.
 	index int
@@ -403,7 +409,7 @@ func (l *loop) invalidOp(rel *decoder.Relation, at source.LSN) error {
 }
 
 func (l *loop) begin(b decoder.Begin) error {
-	l.txn = openTxn{final: b.FinalLSN, commitTime: b.CommitTime}
+	l.txn = openTxn{final: b.FinalLSN, commitTime: b.CommitTime, xid: b.Xid}
 	l.inTxn = true
 	return l.led.Begin(b.FinalLSN, b.CommitTime)
 }
@@ -485,6 +491,9 @@ func (l *loop) publish(ctx context.Context, rec *outbox.Record) error {
 	for _, h := range rec.Headers {
 		m.Headers = append(m.Headers, sink.Header{Key: h.Key, Value: h.Value})
 	}
+	if l.cfg.txnHeaders {
+		l.transactionHeaders(m)
+	}
 	err = l.produce(ctx, m)
 	switch {
 	case err == nil:
@@ -499,6 +508,24 @@ func (l *loop) publish(ctx context.Context, rec *outbox.Record) error {
 		_ = l.led.Cancel(token) // the loop stops: the transaction must never be safe
 		return err
 	}
+}
+
+// transactionHeaders adds to m where its event stands in the stream, as Debezium's
+// provide.transaction.metadata does: pgoutbox.lsn, the transaction's commit LSN
+// (X/X); pgoutbox.xid; pgoutbox.index, the event's 0-based position among the
+// transaction's events. A replay gives an event the same three values, so consumers
+// can order across partitions and dedupe by (lsn, index).
+func (l *loop) transactionHeaders(m *sink.Message) {
+	b := append(l.txnHdr[:0], l.txn.final.String()...)
+	lsn := len(b)
+	b = strconv.AppendUint(b, uint64(l.txn.xid), 10)
+	xid := len(b)
+	b = strconv.AppendInt(b, int64(l.txn.index-1), 10)
+	l.txnHdr = b
+	m.Headers = append(m.Headers,
+		sink.Header{Key: "pgoutbox.lsn", Value: b[:lsn:lsn]},
+		sink.Header{Key: "pgoutbox.xid", Value: b[lsn:xid:xid]},
+		sink.Header{Key: "pgoutbox.index", Value: b[xid:]})
 }
 
 // produce hands m to librdkafka, waiting while its queue is full (Kafka slow or down,

@@ -363,3 +363,27 @@ func TestLoopSkipsOtherChanges(t *testing.T) {
 		t.Fatalf("produced %d events, want only the insert", n)
 	}
 }
+
+// TestLoopTransactionHeaders: with --transaction-headers every record says its
+// transaction's commit LSN and xid and its 0-based place in it; events skipped as
+// already in Kafka keep their place, so a replay gives the same values.
+func TestLoopTransactionHeaders(t *testing.T) {
+	h := newHarness(t, 100)
+	h.l.cfg.txnHeaders = true
+	h.exactlyOnce(skipRule{Final: 0x2000, Events: 1}) // e1 is in Kafka already
+	h.stream.push(relationMsg())
+	h.stream.push(txn(0x2000, 0x2050, "e1", "e2", "e3")...)
+	h.until(10, "two events", func() bool { return len(h.prod.messages()) == 2 })
+	for i, m := range h.prod.messages() {
+		got := map[string]string{}
+		for _, hd := range m.Headers {
+			got[hd.Key] = string(hd.Value)
+		}
+		want := map[string]string{"pgoutbox.lsn": "0/2000", "pgoutbox.xid": "7", "pgoutbox.index": []string{"1", "2"}[i]}
+		for k, v := range want {
+			if got[k] != v {
+				t.Errorf("event %s: header %s = %q, want %q (headers %v)", m.ID, k, got[k], v, got)
+			}
+		}
+	}
+}

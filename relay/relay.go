@@ -77,6 +77,10 @@ type Config struct {
 	// MaxBackoff caps the wait between reconnect attempts.
 	MaxBackoff time.Duration
 
+	// TransactionHeaders adds pgoutbox.lsn, pgoutbox.xid and pgoutbox.index to
+	// every record.
+	TransactionHeaders bool
+
 	// MessagesPrefix, when set, also publishes transactional logical decoding
 	// messages with this prefix (pg_logical_emit_message), mapped from JSON.
 	MessagesPrefix string

@@ -129,6 +129,7 @@ func (r *relay) session(ctx context.Context) error {
 			deadLetterMax:   deadLetterMax(cfg.Kafka.Properties),
 			messagesPrefix:  cfg.MessagesPrefix,
 			pubCheckEvery:   publicationChecks * cfg.StatusInterval,
+			txnHeaders:      cfg.TransactionHeaders,
 		},
 		clock: realClock{}, log: r.log, m: r.m,
 		stream: stream, prod: prod, led: led, com: ackCommitter{}, store: store,

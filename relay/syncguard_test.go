@@ -62,10 +62,10 @@ func TestSnapshotGuardBatches(t *testing.T) {
 			t.Fatalf("visible(%d) = %v, %v; want %v", xid, got, err, want)
 		}
 	}
-	ask(90, true)   // first snapshot
-	ask(101, true)  // the same one
-	ask(109, true)  // the same one
-	ask(105, true)  // in progress in the first: asks again, and the second shows it finished
+	ask(90, true)  // first snapshot
+	ask(101, true) // the same one
+	ask(109, true) // the same one
+	ask(105, true) // in progress in the first: asks again, and the second shows it finished
 	if g.queries != 2 {
 		t.Fatalf("%d snapshots for four transactions, want 2", g.queries)
 	}
