@@ -171,6 +171,8 @@ func (r *republisher) refused(err error) error {
 func (r *republisher) produce(ctx context.Context, rec *outbox.Record) error {
 	m := &r.msg
 	m.Topic, m.Key, m.Value, m.ID = rec.Topic, rec.Key, rec.Value, rec.ID
+	m.Partition, m.Partitioned = rec.Partition, rec.Partition >= 0 // as the stream does
+	m.Timestamp = rec.Timestamp
 	m.Headers = m.Headers[:0]
 	for _, h := range rec.Headers {
 		m.Headers = append(m.Headers, sink.Header{Key: h.Key, Value: h.Value})

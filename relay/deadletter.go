@@ -65,10 +65,9 @@ func deadLetter(rowErr *outbox.RowError, topic string, maxPayload int, token sou
 	}
 	value, _ := json.Marshal(rec) // strings and ints only: cannot fail
 	return &sink.Message{
-		Topic:     topic,
-		Partition: sink.AnyPartition,
-		Key:       rowErr.Key,
-		Value:     value,
+		Topic: topic,
+		Key:   rowErr.Key,
+		Value: value,
 		Headers: []sink.Header{
 			{Key: "id", Value: []byte(rowErr.ID)},
 			{Key: "pgoutbox.topic", Value: []byte(rowErr.Topic)},

@@ -101,10 +101,11 @@ type loop struct {
 	saveFailed error
 
 	nextStatus, lastConfirm, nextPubCheck time.Time
-	// lastHeard is when the server last sent anything (or when the loop started
-	// listening again after waiting on Kafka); heard: since the last status update.
-	lastHeard time.Time
-	heard     bool
+	// silent is how long the loop has waited in Receive since the server last
+	// sent anything (time spent waiting on Kafka does not count: the loop was not
+	// listening); heard: the server sent something since the last status update.
+	silent time.Duration
+	heard  bool
 
 	msg    sink.Message // reused by publish
 	txnHdr []byte       // backs the transaction headers of msg
@@ -128,12 +129,11 @@ var errLeaveIsolation = errors.New("past the refused batch; batching events agai
 func (l *loop) start() {
 	now := l.clock.Now()
 	l.nextStatus = now.Add(l.cfg.statusInterval)
-	l.lastConfirm, l.lastHeard = now, now
+	l.lastConfirm, l.silent = now, 0
 	if l.cfg.pubCheckEvery > 0 {
 		l.nextPubCheck = now.Add(l.cfg.pubCheckEvery)
 	}
 	l.lastEnd = max(l.lastEnd, l.cp.LSN)
-	l.msg.Partition = sink.AnyPartition
 }
 
 // run streams until ctx ends (nil) or something fails.
@@ -171,9 +171,9 @@ func (l *loop) turn(ctx context.Context) error {
 		// on TCP) but keep confirming so it does not time out.
 		return l.waitRoom(ctx)
 	}
-	if l.cfg.receiveTimeout > 0 && now.Sub(l.lastHeard) > l.cfg.receiveTimeout {
+	if l.cfg.receiveTimeout > 0 && l.silent > l.cfg.receiveTimeout {
 		return fmt.Errorf("nothing from PostgreSQL for %s although pgoutbox asked for a reply with every status update: the connection is presumed dead (a network partition?); reconnecting",
-			now.Sub(l.lastHeard).Round(time.Second))
+			l.silent.Round(time.Second))
 	}
 	deadline := l.nextStatus
 	if _, next := l.com.due(now, false); !next.IsZero() && next.Before(deadline) {
@@ -182,11 +182,12 @@ func (l *loop) turn(ctx context.Context) error {
 	msg, err := l.stream.Receive(deadline)
 	switch {
 	case errors.Is(err, source.ErrTimeout):
+		l.silent += l.clock.Now().Sub(now)
 		return nil
 	case err != nil:
 		return err
 	}
-	l.lastHeard, l.heard = l.clock.Now(), true
+	l.silent, l.heard = 0, true
 	l.m.Progress()
 	if msg.ServerWALEnd > l.serverEnd {
 		l.serverEnd = msg.ServerWALEnd
@@ -220,8 +221,6 @@ func (l *loop) confirmEarly(now time.Time, full bool) bool {
 func (l *loop) waitRoom(ctx context.Context) error {
 	l.m.Progress()
 	sleep(l.clock, l.nextStatus.Sub(l.clock.Now()), l.led.Changed(), ctx.Done())
-	// The loop was not listening: silence meanwhile says nothing of the server.
-	l.lastHeard = l.clock.Now()
 	return nil
 }
 
@@ -232,11 +231,7 @@ func (l *loop) commit(ctx context.Context) error {
 	if l.inTxn {
 		at.final, at.events = l.txn.final, l.txn.index
 	}
-	if err := l.com.commit(ctx, at, l.keepAlive(ctx)); err != nil {
-		return err
-	}
-	l.lastHeard = l.clock.Now()
-	return nil
+	return l.com.commit(ctx, at, l.keepAlive(ctx))
 }
 
 // keepAlive returns what a long wait calls to keep the walsender hearing from
@@ -480,10 +475,7 @@ func (l *loop) publish(ctx context.Context, rec *outbox.Record) error {
 	m := &l.msg
 	m.Topic, m.Key, m.Value, m.ID = rec.Topic, rec.Key, rec.Value, rec.ID
 	m.Token, m.Timestamp, m.Committed, m.DeadLetter = token, l.txn.commitTime, l.txn.commitTime, false
-	m.Partition = sink.AnyPartition
-	if rec.Partition >= 0 {
-		m.Partition = rec.Partition
-	}
+	m.Partition, m.Partitioned = rec.Partition, rec.Partition >= 0
 	if !rec.Timestamp.IsZero() {
 		m.Timestamp = rec.Timestamp
 	}

@@ -44,7 +44,7 @@ func TestLoopConfirmsCommitEndAfterAcks(t *testing.T) {
 	if save < 0 || status < save {
 		t.Fatalf("want the checkpoint saved before the confirm: %v", j)
 	}
-	if m := h.prod.messages()[0]; string(m.ID) != "e1" || m.Topic != "outbox.event.order" || m.Token != 0x2000 || m.Partition != sink.AnyPartition {
+	if m := h.prod.messages()[0]; string(m.ID) != "e1" || m.Topic != "outbox.event.order" || m.Token != 0x2000 || m.Partitioned {
 		t.Fatalf("produced %+v", m)
 	}
 }
@@ -79,9 +79,11 @@ func TestLoopOutOfOrderAcks(t *testing.T) {
 
 // TestLoopBackpressure: with the window full the loop stops reading, but keeps
 // sending status updates (asking for a reply) so the walsender does not time out,
-// and it reads again once acks make room.
+// and it reads again once acks make room. Time spent not reading is no silence of
+// the server: the receive timeout does not fire.
 func TestLoopBackpressure(t *testing.T) {
 	h := newHarness(t, 2)
+	h.l.cfg.receiveTimeout = 2 * time.Second
 	h.stream.push(relationMsg())
 	h.stream.push(txn(0x2000, 0x2050, "e1", "e2", "e3")...)
 	h.until(10, "a full window", func() bool { return len(h.prod.messages()) == 2 })
@@ -207,6 +209,7 @@ func TestLoopFailOnRefusal(t *testing.T) {
 // keeps confirming, then produces the event once.
 func TestLoopQueueFull(t *testing.T) {
 	h := newHarness(t, 100)
+	h.l.cfg.receiveTimeout = time.Second // waiting for room is not silence
 	full := 600 // 3 s of 5 ms waits
 	h.prod.produce = func(*sink.Message) error {
 		if full > 0 {

@@ -115,7 +115,7 @@ func TestDeadLetterRecord(t *testing.T) {
 	committed := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 	row := &outbox.RowError{ID: "e1", Topic: "outbox.event.order", Reason: "too large", Key: []byte("k"), Payload: []byte(`{"a":1}`)}
 	m := deadLetter(row, "dlq", max, 0x16B3748, committed)
-	if m.Topic != "dlq" || string(m.Key) != "k" || string(m.ID) != "e1" || m.Token != 0x16B3748 || !m.DeadLetter || m.Partition != sink.AnyPartition {
+	if m.Topic != "dlq" || string(m.Key) != "k" || string(m.ID) != "e1" || m.Token != 0x16B3748 || !m.DeadLetter || m.Partitioned {
 		t.Fatalf("message %+v", m)
 	}
 	headers := map[string]string{}

@@ -22,24 +22,22 @@ import (
 // caller may reuse the Message and its byte slices as soon as Produce returns.
 type Message struct {
 	Topic string
-	// Partition is the partition to write to, or AnyPartition to let the
-	// partitioner hash the key.
-	Partition int32
-	Key       []byte // nil is a null key
-	Value     []byte // nil is a null value
-	Headers   []Header
-	Timestamp time.Time
-	ID        []byte // event id, reported with a failed delivery
-	Token     pglogrepl.LSN
+	// Partition is the partition to write to when Partitioned; otherwise the
+	// partitioner hashes the key (murmur2, like Java).
+	Partition   int32
+	Partitioned bool
+	Key         []byte // nil is a null key
+	Value       []byte // nil is a null value
+	Headers     []Header
+	Timestamp   time.Time
+	ID          []byte // event id, reported with a failed delivery
+	Token       pglogrepl.LSN
 	// Committed is the commit time of the message's transaction; the delivery
 	// report carries it back to measure commit-to-ack latency.
 	Committed time.Time
 	// DeadLetter marks a dead-letter record; its report says so.
 	DeadLetter bool
 }
-
-// AnyPartition lets the partitioner choose (murmur2 of the key, like Java).
-const AnyPartition int32 = kafka.PartitionAny
 
 // Header is one record header.
 type Header struct {
@@ -173,7 +171,10 @@ func (p *Producer) Produce(m *Message) error {
 func (p *Producer) produce(m *Message, kd kind) error {
 	k, hdr := &p.msg, &p.hdr
 	topic := m.Topic
-	k.TopicPartition = kafka.TopicPartition{Topic: &topic, Partition: m.Partition}
+	k.TopicPartition = kafka.TopicPartition{Topic: &topic, Partition: kafka.PartitionAny}
+	if m.Partitioned {
+		k.TopicPartition.Partition = m.Partition
+	}
 	k.Key = m.Key
 	k.Value = m.Value
 	k.Timestamp = m.Timestamp

@@ -160,7 +160,7 @@ func (p *Producer) AbortTransaction(ctx context.Context) error {
 // ProduceCheckpoint adds the checkpoint record to the open transaction. Its delivery
 // report has Control set. ErrQueueFull means: wait and try again.
 func (p *Producer) ProduceCheckpoint(topic, key string, cp checkpoint.Checkpoint) error {
-	m := &Message{Topic: topic, Partition: checkpointPartition, Key: []byte(key), Value: marshalCheckpoint(cp)}
+	m := &Message{Topic: topic, Partition: checkpointPartition, Partitioned: true, Key: []byte(key), Value: marshalCheckpoint(cp)}
 	return p.produce(m, kindControl)
 }
 
