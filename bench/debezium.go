@@ -84,7 +84,7 @@ func runDebezium(ctx context.Context, cfg config, c backlogCase, say func(string
 	}{
 		{"Debezium 3.6.1 (Connect producer defaults)", "dbz_default", nil},
 		{"Debezium 3.6.1 (linger.ms=20, batch.size=1 MiB)", "dbz_tuned", debeziumTuned},
-		{"pgoutbox", "pgoutbox", nil},
+		{"pgoutbox " + modeName(cfg.exactlyOnce), "pgoutbox", nil},
 	} {
 		run, err := drainOnRealKafka(ctx, cfg, pg, admin, expect, r.label, r.slot, r.worker, say)
 		if err != nil {
@@ -113,7 +113,7 @@ func drainOnRealKafka(ctx context.Context, cfg config, pg *pgtest.Cluster, admin
 	if err := broker.CreateTopics(ctx, tops); err != nil {
 		return run, err
 	}
-	col, err := startCollector(broker.Brokers(), false, nil)
+	col, err := startCollector(broker.Brokers(), cfg.exactlyOnce, nil) // read_committed for pgoutbox --exactly-once; Debezium has no transactions
 	if err != nil {
 		return run, err
 	}

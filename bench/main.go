@@ -22,6 +22,7 @@ import (
 	"math"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -156,6 +157,11 @@ func run(ctx context.Context, args []string) error {
 			}
 		}
 	}
+	charts, err := writeCharts(rep, filepath.Dir(cfg.out))
+	if err != nil {
+		failed = append(failed, err)
+	}
+	rep.charts = charts
 	text := rep.markdown()
 	fmt.Print(text)
 	if err := os.WriteFile(cfg.out, []byte(text), 0o644); err != nil {

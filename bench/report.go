@@ -70,6 +70,7 @@ type report struct {
 	live      []liveResult
 	ceiling   *ceilingResult
 	debezium  *debeziumResult
+	charts    []chartFile // written next to the report
 	failures  []string
 	loadStart string
 }
@@ -102,6 +103,7 @@ func (r *report) markdown() string {
 	p("- pgoutbox: `%s`", m.pgoutbox)
 	p("- command: `%s`", r.command)
 	p("")
+	b.WriteString(r.chartsMarkdown())
 
 	if len(r.backlog) > 0 {
 		p("## Backlog drain")
