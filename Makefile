@@ -34,8 +34,12 @@ test: build jvm
 	$(GO) test ./decoder/ -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime 20s
 	$(GO) test ./ledger/ -run '^$$' -fuzz '^FuzzLedger$$' -fuzztime 10s
 
-# Backlog drain versus pg_recvlogical, live latency and peak RSS; writes bench/results.md.
+# Backlog drain versus pg_recvlogical, live latency, peak RSS, and Debezium on the
+# same backlog (real Kafka); writes bench/results.md, drain.png and latency.png. The
+# jars are resolved first (as in jvm); if that fails the other cases still run and
+# the debezium case reports why it could not.
 bench: build
+	-internal/jvm/resolve.sh >/dev/null
 	$(GO) run ./bench -pgoutbox $(BIN)
 
 # The soak: both modes for SOAK_DURATION each under mixed live writers and random

@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/pgoutbox/pgoutbox/internal/debeziumtest"
+	"github.com/pgoutbox/pgoutbox/internal/jvm"
 	"github.com/pgoutbox/pgoutbox/internal/kafkareal"
 	"github.com/pgoutbox/pgoutbox/internal/pgtest"
 )
@@ -48,6 +49,10 @@ var debeziumTuned = map[string]string{"producer.linger.ms": "20", "producer.batc
 
 func runDebezium(ctx context.Context, cfg config, c backlogCase, say func(string, ...any)) (res debeziumResult, err error) {
 	res.c = c
+	// Before any setup: without Java or the jars the case fails at once, and says why.
+	if err := jvm.Available(); err != nil {
+		return res, fmt.Errorf("the debezium case needs Java 17+ and the Kafka and Debezium jars (make jvm resolves them from Maven Central): %w", err)
+	}
 	pg, err := startPostgres(ctx, cfg.sqlDir)
 	if err != nil {
 		return res, err
