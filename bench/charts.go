@@ -107,7 +107,7 @@ func writeCharts(r *report, dir string) ([]chartFile, error) {
 // Kafka). pg_recvlogical is the fastest of its runs for that case.
 func drainChart(r *report) barChart {
 	ch := barChart{
-		title:  "Backlog drain (higher is better)",
+		title:  "Backlog drain, process start → every event consumed (higher is better)",
 		xLabel: "backlog case; pg_recvlogical writes to /dev/null, pgoutbox to kfake, the debezium case to real Kafka",
 		yLabel: "events/s",
 		format: formatRate,
