@@ -210,7 +210,7 @@ func TestLoopFailOnRefusal(t *testing.T) {
 func TestLoopQueueFull(t *testing.T) {
 	h := newHarness(t, 100)
 	h.l.cfg.receiveTimeout = time.Second // waiting for room is not silence
-	full := 600 // 3 s of 5 ms waits
+	full := 600                          // 3 s of 5 ms waits
 	h.prod.produce = func(*sink.Message) error {
 		if full > 0 {
 			full--
