@@ -1,13 +1,17 @@
 package relay
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/pgoutbox/pgoutbox/outbox"
 	"github.com/pgoutbox/pgoutbox/sink"
+	"github.com/pgoutbox/pgoutbox/source"
 )
 
 func validConfig() Config {
@@ -154,5 +158,25 @@ func TestDeadLetterRecord(t *testing.T) {
 	json.Unmarshal(deadLetter(binary, "dlq", max, 1, time.Time{}).Value, &rec)
 	if rec["payload_encoding"] != "base64" || rec["payload"] != "/wAB" {
 		t.Errorf("binary payload: %v %v", rec["payload_encoding"], rec["payload"])
+	}
+}
+
+// TestStopped: a session that ended because SIGTERM cancelled its connection or
+// set-up is a clean stop (exit 0); what the stop itself found wrong is not.
+func TestStopped(t *testing.T) {
+	for _, c := range []struct {
+		err  error
+		want bool // reported
+	}{
+		{nil, false},
+		{context.Canceled, false},
+		{fmt.Errorf("connect: %w", context.Canceled), false},
+		{&source.ConnectError{Where: "db:5432", Err: context.Canceled}, false},
+		{&stopError{errors.New("3 events still unacknowledged")}, true},
+		{permanent(&RowFailedError{Row: &outbox.RowError{ID: "e1"}}), true},
+	} {
+		if got := stopped(c.err) != nil; got != c.want {
+			t.Errorf("stopped(%v) reported %v, want %v", c.err, got, c.want)
+		}
 	}
 }
