@@ -83,6 +83,8 @@ type loop struct {
 	// guard, when set, holds each transaction back until it is visible on the
 	// primary (--sync-guard; see syncguard.go).
 	guard visibility
+	// acks watches for deliveries that stopped (see ackwatch.go).
+	acks ackWatch
 
 	// isolateUntil, when set, is the newest token of a refused batch: once the
 	// checkpoint passes it the session ends so the next batches again.
@@ -128,6 +130,9 @@ func (l *loop) start() {
 	}
 	l.lastEnd = max(l.lastEnd, l.cp.LSN)
 	l.msg.Partition = sink.AnyPartition
+	if l.acks.last != nil {
+		l.m.Ready("acks") // a new producer: the last session's stall is history
+	}
 }
 
 // run streams until ctx ends (nil) or something fails.
@@ -254,6 +259,7 @@ func (l *loop) keepAlive(ctx context.Context) func() error {
 func (l *loop) confirm(ctx context.Context) error {
 	now := l.clock.Now()
 	l.lastConfirm, l.nextStatus = now, now.Add(l.cfg.statusInterval)
+	l.checkAcks(now)
 	safe := l.com.confirmable(l.led.Safe())
 	if safe > l.cp.LSN {
 		cp := l.cp

@@ -135,6 +135,7 @@ func (r *relay) session(ctx context.Context) error {
 		dec: decoder.New(), rows: rows, msgs: msgs,
 		poison: r.iso.poison, isolateUntil: r.iso.until,
 		cp: start, backlog: bf != nil,
+		acks: ackWatch{last: reps.lastReport},
 	}
 	if tables := cfg.Mapping.Tables; len(tables) > 0 {
 		l.pubOK = func(ctx context.Context) error {
