@@ -206,6 +206,9 @@ func (l *loop) turn(ctx context.Context) error {
 // confirmEarly: under load, confirm before the status interval so that what a crash
 // would publish again stays within the window.
 func (l *loop) confirmEarly(now time.Time, full bool) bool {
+	if l.saveFailed != nil {
+		return false // retried with the status updates, not on every turn
+	}
 	if l.led.Unconfirmed() < l.cfg.maxInFlight/2 {
 		return false
 	}
