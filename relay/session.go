@@ -344,7 +344,9 @@ func readFacts(ctx context.Context, cfg Config, conn *source.Conn, store checkpo
 		f.CP, f.CPFound = cp, true
 	case errors.Is(err, checkpoint.ErrNotFound):
 	default:
-		return f, permanent(fmt.Errorf("load checkpoint from %s: %w; restore the file from a backup, or if it is lost for good move it away and start with --accept-gap (events confirmed since the last good copy may be published again; none is lost while the slot exists)", store.Describe(), err))
+		return f, permanent(fmt.Errorf("load checkpoint from %s: %w; pgoutbox will not start afresh: restore the file from a backup "+
+			"(the slot is then ahead of it, a gap: run once with --accept-gap; what was confirmed after the backup is not published again), "+
+			"or if it is lost for good move it away (pgoutbox then starts from the slot's confirmed position; nothing is lost while the slot exists)", store.Describe(), err))
 	}
 	return f, nil
 }
