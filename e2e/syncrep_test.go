@@ -2,6 +2,8 @@ package e2e
 
 import (
 	"context"
+	"fmt"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -135,6 +137,7 @@ func syncEvent(i int) event {
 func TestSyncGuardHoldsUnconfirmedCommit(t *testing.T) {
 	p, s := syncPair(t)
 	e := newEnv(t, envOptions{cluster: p, kafka: kafkatest.Options{Partitions: 1}})
+	e.exec(fmt.Sprintf(`ALTER ROLE %s IN DATABASE %s SET log_statement = 'all'`, role, e.db))
 	run := e.start() // --sync-guard auto
 	run.waitLog("sync guard on", 30*time.Second)
 	run.waitLog(`"streaming"`, 30*time.Second)
@@ -146,9 +149,16 @@ func TestSyncGuardHoldsUnconfirmedCommit(t *testing.T) {
 	}
 	blocked := e.commitInBackground(syncEvent(2))
 	e.waitSyncRepWaiters(1)
-	held := time.Now()
+	held, queries := time.Now(), snapshotQueries(t, p)
 	e.commitLocal(syncEvent(3))
 	got := e.absentFor(4*time.Second, "while its commit waited for the synchronous standby", uuidFor(2))
+	// The guard asks again and again while the commit waits, but it must not
+	// poll the primary in a busy loop (every millisecond it made ~600 queries/s).
+	asked, heldFor := snapshotQueries(t, p)-queries, time.Since(held)
+	t.Logf("%d snapshot queries while holding the event back for %s", asked, heldFor.Round(time.Millisecond))
+	if most := int(heldFor/(50*time.Millisecond)) + 20; asked > most {
+		t.Errorf("%d snapshot queries in %s: the guard polls the primary in a busy loop", asked, heldFor.Round(time.Millisecond))
+	}
 	if slices.Contains(got, uuidFor(3)) {
 		t.Logf("the synchronous_commit=local event arrived while the earlier commit waited")
 	} else {
@@ -312,4 +322,15 @@ func TestSyncGuardCancelledWait(t *testing.T) {
 	e.waitIDs([]string{uuidFor(1)}, 30*time.Second)
 	t.Logf("event of the commit whose wait was cancelled seen by a new consumer %s after the cancel (its start included), standby still stopped", time.Since(cancelled).Round(time.Millisecond))
 	run.mustBeRunning("after the cancel")
+}
+
+// snapshotQueries counts the guard's snapshot queries in the server log; the test
+// has the pgoutbox role log its statements.
+func snapshotQueries(t *testing.T, c *pgtest.Cluster) int {
+	t.Helper()
+	b, err := os.ReadFile(c.LogFile())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.Count(string(b), "FROM pg_current_snapshot()")
 }
