@@ -280,6 +280,12 @@ func TestSyncGuardFailover(t *testing.T) {
 	if !slices.Equal(got, []string{uuidFor(1)}) {
 		t.Errorf("Kafka has %v, want only %s", got, uuidFor(1))
 	}
+	// And what is in Kafka exists on the new primary.
+	for _, id := range got {
+		if err := conn.QueryRow(context.Background(), `SELECT count(*) FROM outbox WHERE id = $1`, id).Scan(&rows); err != nil || rows != 1 {
+			t.Errorf("event %s is in Kafka but not on the promoted standby (%d rows, %v)", id, rows, err)
+		}
+	}
 
 	args := e.args()
 	args[slices.Index(args, "--postgres-url")+1] = s.URL(role, e.db)
