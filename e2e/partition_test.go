@@ -135,11 +135,11 @@ func (w *world) slotActive() bool {
 	return active
 }
 
-// TestPartitionPostgres: the link to PostgreSQL drops every packet, silently, for
+// TestSilentPartitionPostgres: the link to PostgreSQL drops every packet, silently, for
 // three times wal_sender_timeout. pgoutbox notices by itself (its receive timeout:
 // the server's keepalives stopped), the walsender times out and releases the slot,
 // and once the link is back pgoutbox reconnects and publishes everything.
-func TestPartitionPostgres(t *testing.T) {
+func TestSilentPartitionPostgres(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t)
 	before := w.reconnects()
@@ -185,11 +185,11 @@ func TestPartitionPostgres(t *testing.T) {
 	w.finish("PostgreSQL partition", healAt)
 }
 
-// TestPartitionKafka: the link to the broker drops every packet for a minute.
+// TestSilentPartitionKafka: the link to the broker drops every packet for a minute.
 // pgoutbox stays up with backpressure, keeps the walsender alive (wal_sender_timeout
 // is 4s), confirms nothing new and turns not ready; once the link is back delivery
 // resumes within seconds, nothing lost or reordered.
-func TestPartitionKafka(t *testing.T) {
+func TestSilentPartitionKafka(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t)
 	cutAt := time.Now()
@@ -239,9 +239,9 @@ func TestPartitionKafka(t *testing.T) {
 	w.finish("Kafka partition", healAt)
 }
 
-// TestPartitionBoth: both links drop every packet at once for five times
+// TestSilentPartitionBoth: both links drop every packet at once for five times
 // wal_sender_timeout; pgoutbox survives and delivers everything once they are back.
-func TestPartitionBoth(t *testing.T) {
+func TestSilentPartitionBoth(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t)
 	before := w.reconnects()
@@ -278,9 +278,9 @@ func TestPartitionBoth(t *testing.T) {
 	w.finish("PostgreSQL and Kafka partition", healAt)
 }
 
-// TestPartitionFlapping: for a minute both links go down and up every few seconds,
+// TestSilentPartitionFlapping: for a minute both links go down and up every few seconds,
 // some cuts shorter than wal_sender_timeout, some longer.
-func TestPartitionFlapping(t *testing.T) {
+func TestSilentPartitionFlapping(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t)
 	down := []time.Duration{2 * time.Second, 5 * time.Second, 3 * time.Second, 6 * time.Second}

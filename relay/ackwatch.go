@@ -10,7 +10,7 @@ import (
 // packets silently leaves librdkafka's connection looking up and its requests
 // waiting for socket.timeout.ms (60s) before it even reconnects, so its "all
 // brokers down" comes a minute or more late, and never for a shorter cut (e2e
-// TestPartitionKafka saw /readyz ready through a minute's cut).
+// TestSilentPartitionKafka saw /readyz ready through a minute's cut).
 const ackStall = 10 * time.Second
 
 // ackWatch notices deliveries that stopped.
