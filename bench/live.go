@@ -127,7 +127,7 @@ func runLive(ctx context.Context, cfg config, duration time.Duration, say func(s
 
 	say("live: %d events/s for %v from %d connections", liveRate, duration, liveWriters)
 	busy0, _ := machineCPU()
-	ids, commit, wrote, err := writeLive(ctx, pg.SuperURL(db), duration)
+	ids, commit, wrote, err := writeLive(ctx, pg.SuperURL(db), duration, liveWriters)
 	if err != nil {
 		return res, err
 	}
@@ -153,11 +153,11 @@ func runLive(ctx context.Context, cfg config, duration time.Duration, say func(s
 	return res, nil
 }
 
-// writeLive inserts events at liveRate for duration from liveWriters
+// writeLive inserts events at liveRate for duration from writers
 // connections. Each writer keeps a fixed schedule and catches up when a
 // commit was slow, so the average rate holds. It returns the event ids and the
 // sorted INSERT round trips.
-func writeLive(ctx context.Context, url string, duration time.Duration) (map[string]bool, []time.Duration, time.Duration, error) {
+func writeLive(ctx context.Context, url string, duration time.Duration, writers int) (map[string]bool, []time.Duration, time.Duration, error) {
 	var (
 		mu     sync.Mutex
 		ids    = make(map[string]bool)
@@ -166,7 +166,7 @@ func writeLive(ctx context.Context, url string, duration time.Duration) (map[str
 	interval := time.Second / liveRate
 	t0 := time.Now().Add(50 * time.Millisecond)
 	g, gctx := errgroup.WithContext(ctx)
-	for w := range liveWriters {
+	for w := range writers {
 		g.Go(func() error {
 			conn, err := pgx.Connect(gctx, url)
 			if err != nil {
@@ -175,7 +175,7 @@ func writeLive(ctx context.Context, url string, duration time.Duration) (map[str
 			defer conn.Close(context.Background())
 			var mine []string
 			var rtts []time.Duration
-			for n := w; ; n += liveWriters {
+			for n := w; ; n += writers {
 				due := t0.Add(time.Duration(n) * interval)
 				if due.Sub(t0) >= duration {
 					break

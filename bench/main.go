@@ -9,7 +9,8 @@
 //
 // Cases: A, B, C drain a backlog written while pgoutbox was stopped (100k
 // one-event transactions; 100k events in transactions of 100; one transaction
-// of 200k events); live measures latency at a steady 2,000 events/s; kfake
+// of 200k events); live measures latency at a steady 2,000 events/s (live-sync,
+// opt-in: the same with a synchronous standby, --sync-guard off and on); kfake
 // measures the in-process broker and consumer alone; debezium drains case B's
 // backlog with Debezium and with pgoutbox, each into a real Apache Kafka broker
 // (Java 17 and the jars of make jvm). A case that fails is reported and the
@@ -82,7 +83,7 @@ func run(ctx context.Context, args []string) error {
 	var cfg config
 	var cases string
 	fs.StringVar(&cfg.binary, "pgoutbox", "bin/pgoutbox", "pgoutbox binary to measure (make build)")
-	fs.StringVar(&cases, "cases", allCases, "comma-separated cases to run: A, B, C (backlog drains), live (latency), kfake (broker ceiling), debezium (case B with Debezium and pgoutbox on real Kafka; needs Java 17 and the jars of make jvm)")
+	fs.StringVar(&cases, "cases", allCases, "comma-separated cases to run: A, B, C (backlog drains), live (latency), kfake (broker ceiling), debezium (case B with Debezium and pgoutbox on real Kafka; needs Java 17 and the jars of make jvm), live-sync (live latency with a synchronous standby, --sync-guard off and on; not in the default set)")
 	fs.Float64Var(&cfg.scale, "scale", 1, "multiply event counts and the live duration (0.1 for a smoke run)")
 	var modes string
 	fs.StringVar(&modes, "modes", "at-least-once,exactly-once", "delivery modes each backlog and live case runs in")
@@ -102,6 +103,7 @@ func run(ctx context.Context, args []string) error {
 	for _, c := range strings.Split(allCases, ",") {
 		known[c] = true
 	}
+	known["live-sync"] = true
 	for _, c := range strings.Split(cases, ",") {
 		c = strings.TrimSpace(c)
 		if c == "" {
@@ -135,8 +137,8 @@ func run(ctx context.Context, args []string) error {
 	var failed []error
 	for _, name := range cfg.cases {
 		modes := cfg.modes
-		if name == "kfake" || name == "debezium" {
-			modes = modes[:1] // not a pgoutbox mode
+		if name == "kfake" || name == "debezium" || name == "live-sync" {
+			modes = modes[:1] // not a pgoutbox mode; live-sync compares the guard instead
 		}
 		for _, m := range modes {
 			mcfg := cfg
@@ -180,6 +182,10 @@ func runCase(ctx context.Context, cfg config, name string, rep *report, say func
 		if err == nil {
 			rep.live = append(rep.live, r)
 		}
+		return err
+	case "live-sync":
+		r, err := runLiveSync(ctx, cfg, scaleDuration(liveDuration, cfg.scale), say)
+		rep.liveSync = append(rep.liveSync, r...)
 		return err
 	case "debezium":
 		r, err := runDebezium(ctx, cfg, scaleCase(findCase("B"), cfg.scale), say)

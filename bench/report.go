@@ -68,6 +68,7 @@ type report struct {
 	machine   machine
 	backlog   []backlogResult
 	live      []liveResult
+	liveSync  []syncResult
 	ceiling   *ceilingResult
 	debezium  *debeziumResult
 	charts    []chartFile // written next to the report
@@ -82,6 +83,11 @@ func (r *report) server() string {
 		}
 	}
 	for _, l := range r.live {
+		if l.server != "" {
+			return l.server
+		}
+	}
+	for _, l := range r.liveSync {
 		if l.server != "" {
 			return l.server
 		}
@@ -143,6 +149,7 @@ func (r *report) markdown() string {
 		p("Exactly-once latency is measured by a read_committed consumer: an event counts when its Kafka transaction has committed.")
 		p("")
 	}
+	b.WriteString(r.syncMarkdown())
 	b.WriteString(r.debeziumMarkdown())
 	p("Targets, for context (not asserted): ratio ≥ 0.85, live p99 ≤ 10 ms, peak RSS ≤ 64 MiB.")
 	p("")

@@ -87,6 +87,8 @@ type loop struct {
 	// guard, when set, holds each transaction back until it is visible on the
 	// primary (--sync-guard; see syncguard.go).
 	guard visibility
+	// acks watches for deliveries that stopped (see ackwatch.go).
+	acks ackWatch
 
 	// isolateUntil, when set, is the newest token of a refused batch: once the
 	// checkpoint passes it the session ends so the next batches again.
@@ -134,6 +136,9 @@ func (l *loop) start() {
 		l.nextPubCheck = now.Add(l.cfg.pubCheckEvery)
 	}
 	l.lastEnd = max(l.lastEnd, l.cp.LSN)
+	if l.acks.last != nil {
+		l.m.Ready("acks") // a new producer: the last session's stall is history
+	}
 }
 
 // run streams until ctx ends (nil) or something fails.
@@ -208,6 +213,9 @@ func (l *loop) turn(ctx context.Context) error {
 // confirmEarly: under load, confirm before the status interval so that what a crash
 // would publish again stays within the window.
 func (l *loop) confirmEarly(now time.Time, full bool) bool {
+	if l.saveFailed != nil {
+		return false // retried with the status updates, not on every turn
+	}
 	if l.led.Unconfirmed() < l.cfg.maxInFlight/2 {
 		return false
 	}
@@ -255,6 +263,7 @@ func (l *loop) keepAlive(ctx context.Context) func() error {
 func (l *loop) confirm(ctx context.Context) error {
 	now := l.clock.Now()
 	l.lastConfirm, l.nextStatus = now, now.Add(l.cfg.statusInterval)
+	l.checkAcks(now)
 	safe := l.com.confirmable(l.led.Safe())
 	if safe > l.cp.LSN {
 		cp := l.cp

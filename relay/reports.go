@@ -29,6 +29,8 @@ type reports struct {
 	// abandoned is set before the session aborts a Kafka transaction on purpose:
 	// the reports of its purged messages are then no failure.
 	abandoned atomic.Bool
+	// last is when the last report came (unix nanoseconds).
+	last atomic.Int64
 
 	mu       sync.Mutex
 	suspects []suspect
@@ -51,6 +53,7 @@ type suspect struct {
 
 // handle is the sink's report handler.
 func (r *reports) handle(rep *sink.Report) error {
+	r.last.Store(time.Now().UnixNano())
 	if rep.AfterFatal {
 		r.suspect(rep)
 		return nil
@@ -104,6 +107,14 @@ func (r *reports) handle(rep *sink.Report) error {
 		return fmt.Errorf("delivery report: %w", err)
 	}
 	return nil
+}
+
+// lastReport returns when the last report came; zero before the first.
+func (r *reports) lastReport() time.Time {
+	if ns := r.last.Load(); ns != 0 {
+		return time.Unix(0, ns)
+	}
+	return time.Time{}
 }
 
 // suspect records an event of a refused batch.

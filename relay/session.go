@@ -136,6 +136,7 @@ func (r *relay) session(ctx context.Context) error {
 		dec: decoder.New(), rows: rows, msgs: msgs,
 		poison: r.iso.poison, isolateUntil: r.iso.until,
 		cp: start, backlog: bf != nil,
+		acks: ackWatch{last: reps.lastReport},
 	}
 	if tables := cfg.Mapping.Tables; len(tables) > 0 {
 		l.pubOK = func(ctx context.Context) error {
@@ -344,7 +345,9 @@ func readFacts(ctx context.Context, cfg Config, conn *source.Conn, store checkpo
 		f.CP, f.CPFound = cp, true
 	case errors.Is(err, checkpoint.ErrNotFound):
 	default:
-		return f, permanent(fmt.Errorf("load checkpoint from %s: %w; restore the file from a backup, or if it is lost for good move it away and start with --accept-gap (events confirmed since the last good copy may be published again; none is lost while the slot exists)", store.Describe(), err))
+		return f, permanent(fmt.Errorf("load checkpoint from %s: %w; pgoutbox will not start afresh: restore the file from a backup "+
+			"(the slot is then ahead of it, a gap: run once with --accept-gap; what was confirmed after the backup is not published again), "+
+			"or if it is lost for good move it away (pgoutbox then starts from the slot's confirmed position; nothing is lost while the slot exists)", store.Describe(), err))
 	}
 	return f, nil
 }

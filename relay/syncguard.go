@@ -55,12 +55,20 @@ func (g *snapshotGuard) visible(ctx context.Context, xid uint32) (bool, error) {
 	return s.Visible(xid), nil
 }
 
-// guardPoll is how often the loop asks again while a transaction is not visible.
-const guardPoll = time.Millisecond
+// guardPoll is how soon the loop first asks again while a transaction is not
+// visible; each later ask waits twice as long, up to guardPollMax. A synchronous
+// standby confirms within a millisecond or two when it is up; when it is down, a
+// commit waits for minutes, and polling every millisecond cost the primary some 600
+// snapshot queries a second (e2e TestSyncGuardHoldsUnconfirmedCommit).
+const (
+	guardPoll    = time.Millisecond
+	guardPollMax = 100 * time.Millisecond
+)
 
 // waitVisible holds the transaction xid back until the guard says it is visible,
 // keeping the walsender alive meanwhile.
 func (l *loop) waitVisible(ctx context.Context, xid uint32) error {
+	wait := guardPoll
 	for {
 		cctx, cancel := context.WithTimeout(ctx, saveTimeout)
 		ok, err := l.guard.visible(cctx, xid)
@@ -74,9 +82,10 @@ func (l *loop) waitVisible(ctx context.Context, xid uint32) error {
 		if err := l.keepAlive(ctx)(); err != nil {
 			return err
 		}
-		if sleep(l.clock, guardPoll, ctx.Done()); ctx.Err() != nil {
+		if sleep(l.clock, wait, ctx.Done()); ctx.Err() != nil {
 			return source.ErrInterrupted
 		}
+		wait = min(2*wait, guardPollMax)
 	}
 }
 

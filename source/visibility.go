@@ -17,10 +17,11 @@ type Snapshot struct {
 func (c *Conn) CurrentSnapshot(ctx context.Context) (Snapshot, error) {
 	var s Snapshot
 	var xip []string
+	// pg_snapshot has no equality operator, so the in-progress ids come from a
+	// subquery rather than an aggregate grouped by the snapshot.
 	err := c.conn.QueryRow(ctx, `SELECT pg_snapshot_xmin(s)::text::bigint, pg_snapshot_xmax(s)::text::bigint,
-			coalesce(array_agg(x::text) FILTER (WHERE x IS NOT NULL), '{}')
-		FROM pg_current_snapshot() s LEFT JOIN LATERAL pg_snapshot_xip(s) x ON true
-		GROUP BY s`).Scan(&s.Xmin, &s.Xmax, &xip)
+			ARRAY(SELECT x::text FROM pg_snapshot_xip(s) x)
+		FROM pg_current_snapshot() s`).Scan(&s.Xmin, &s.Xmax, &xip)
 	if err != nil {
 		return s, fmt.Errorf("read pg_current_snapshot(): %w", err)
 	}

@@ -16,6 +16,10 @@ $$;
 GRANT USAGE ON SCHEMA public TO pgoutbox;
 GRANT SELECT ON public.outbox TO pgoutbox;
 
+-- The sync guard (--sync-guard, for synchronous replication) needs nothing more:
+-- pg_current_snapshot() and current_setting('synchronous_standby_names') are open to
+-- every role that may log in.
+
 -- Only for --checkpoint-store postgres (standbys on several hosts share the position):
 -- CREATE TABLE public.pgoutbox_checkpoint (
 --     slot       text PRIMARY KEY,

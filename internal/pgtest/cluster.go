@@ -57,6 +57,14 @@ type Options struct {
 	Durable bool
 	// Logf, if set, receives server start and stop messages.
 	Logf func(format string, args ...any)
+	// Listen are addresses the server listens on besides 127.0.0.1, e.g.
+	// the host end of a veth pair that a test's network namespace reaches.
+	// They must exist when the server starts.
+	Listen []string
+	// TrustNets are networks (CIDR) whose clients pg_hba.conf trusts besides
+	// 127.0.0.1, for regular and replication connections: the clients
+	// behind Listen. Only for throwaway clusters on private networks.
+	TrustNets []string
 }
 
 // Cluster is one PostgreSQL server and the directory it lives in. Its
@@ -68,6 +76,7 @@ type Cluster struct {
 	Port int
 
 	root    string // every file the cluster owns lives below it
+	opts    Options
 	bin     string
 	acct    account
 	logPath string
@@ -81,8 +90,30 @@ type Cluster struct {
 // Start creates a cluster with initdb in a new temporary directory and starts
 // it. On error nothing is left behind.
 func Start(ctx context.Context, opts Options) (*Cluster, error) {
+	c, err := newCluster(opts)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.init(ctx, opts); err != nil {
+		c.Close()
+		return nil, err
+	}
+	if err := c.startOnPort(ctx, opts); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+// newCluster checks the options and makes the cluster's directory.
+func newCluster(opts Options) (*Cluster, error) {
 	if _, ok := opts.Settings["port"]; ok {
 		return nil, errors.New("pgtest: set the port with Options.Port, not Settings")
+	}
+	for _, k := range []string{"listen_addresses", "unix_socket_directories"} {
+		if _, ok := opts.Settings[k]; ok {
+			return nil, fmt.Errorf("pgtest: %s is pgtest's; use Options.Listen for more addresses", k)
+		}
 	}
 	bin, err := findBinDir()
 	if err != nil {
@@ -99,6 +130,7 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 	c := &Cluster{
 		DataDir: filepath.Join(root, "data"),
 		root:    root,
+		opts:    opts,
 		bin:     bin,
 		acct:    acct,
 		logPath: filepath.Join(root, "postgres.log"),
@@ -107,29 +139,30 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 	if c.logf == nil {
 		c.logf = func(string, ...any) {}
 	}
-	if err := c.init(ctx, opts); err != nil {
-		c.Close()
-		return nil, err
-	}
-	// A free port picked by us can be taken by someone else before the
-	// server binds it; then try another.
+	return c, nil
+}
+
+// startOnPort writes pgtest.conf and starts the server on opts.Port, or on a
+// free port: one picked by us can be taken by someone else before the server
+// binds it, and then it tries another.
+func (c *Cluster) startOnPort(ctx context.Context, opts Options) error {
 	for attempt := 1; ; attempt++ {
 		c.Port = opts.Port
 		if c.Port == 0 {
+			var err error
 			if c.Port, err = freePort(); err != nil {
-				c.Close()
-				return nil, err
+				return err
 			}
 		}
-		if err = c.writeConf(opts); err == nil {
+		err := c.writeConf(opts)
+		if err == nil {
 			err = c.Start(ctx)
 		}
 		if err == nil {
-			return c, nil
+			return nil
 		}
 		if opts.Port != 0 || attempt == 3 || !strings.Contains(err.Error(), "could not bind") {
-			c.Close()
-			return nil, err
+			return err
 		}
 	}
 }
@@ -176,6 +209,12 @@ func (c *Cluster) init(ctx context.Context, opts Options) error {
 		"host all all 127.0.0.1/32 trust\n" +
 		"local replication all trust\n" +
 		"host replication all 127.0.0.1/32 trust\n"
+	for _, n := range opts.TrustNets {
+		if _, _, err := net.ParseCIDR(n); err != nil {
+			return fmt.Errorf("pgtest: TrustNets: %w", err)
+		}
+		hba += "host all all " + n + " trust\nhost replication all " + n + " trust\n"
+	}
 	if err := c.writeFile("pg_hba.conf", hba); err != nil {
 		return err
 	}
@@ -202,7 +241,7 @@ func (c *Cluster) writeConf(opts Options) error {
 	set := func(k, v string) {
 		fmt.Fprintf(&b, "%s = '%s'\n", k, strings.ReplaceAll(v, "'", "''"))
 	}
-	set("listen_addresses", "127.0.0.1")
+	set("listen_addresses", strings.Join(append([]string{"127.0.0.1"}, opts.Listen...), ","))
 	set("port", strconv.Itoa(c.Port))
 	set("unix_socket_directories", c.root)
 	set("wal_level", "logical")

@@ -405,3 +405,52 @@ func TestClustersHaveDistinctSystemIDs(t *testing.T) {
 		t.Fatalf("two clusters share system identifier %s", ids[0])
 	}
 }
+
+// TestSynchronousStandby: a standby made by StartStandby streams from its primary
+// as the synchronous standby synchronous_standby_names names, a commit waits for it
+// while it is stopped, and Promote makes it a primary of its own.
+func TestSynchronousStandby(t *testing.T) {
+	t.Parallel()
+	ctx := testContext(t)
+	p := New(t, Options{Settings: map[string]string{"synchronous_standby_names": "s1", "synchronous_commit": "on"}})
+	s := NewStandby(t, p, StandbyOptions{Name: "s1"})
+	if err := p.WaitStreaming(ctx, "s1", "sync"); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Exec(ctx, "postgres", "CREATE TABLE t (v int); INSERT INTO t VALUES (1)"); err != nil {
+		t.Fatal(err)
+	}
+	// A synchronous commit returned: the standby has the row (remote_apply is
+	// not asked for, so wait for the replay).
+	sconn := connect(t, ctx, s.SuperURL("postgres"))
+	deadline := time.Now().Add(30 * time.Second)
+	for queryString(t, ctx, sconn, "SELECT count(*)::text FROM t") != "1" {
+		if time.Now().After(deadline) {
+			t.Fatal("the standby never showed the committed row")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if got := queryString(t, ctx, sconn, "SELECT pg_is_in_recovery()::text"); got != "true" {
+		t.Fatalf("standby pg_is_in_recovery() = %s", got)
+	}
+	sconn.Close(ctx)
+
+	if err := s.Stop("fast"); err != nil {
+		t.Fatal(err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	pconn := connect(t, ctx, p.SuperURL("postgres"))
+	if _, err := pconn.Exec(wctx, "INSERT INTO t VALUES (2)"); err == nil {
+		t.Fatal("a synchronous commit returned with its standby stopped")
+	}
+	if err := s.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Promote(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Exec(ctx, "postgres", "INSERT INTO t VALUES (3)"); err != nil {
+		t.Fatalf("write on the promoted standby: %v", err)
+	}
+}

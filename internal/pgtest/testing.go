@@ -25,6 +25,28 @@ func New(t testing.TB, opts Options) *Cluster {
 	if err != nil {
 		t.Fatal(err)
 	}
+	cleanup(t, c)
+	return c
+}
+
+// NewStandby starts a standby of primary for the test (see StartStandby) and
+// closes it in t.Cleanup, before the primary.
+func NewStandby(t testing.TB, primary *Cluster, opts StandbyOptions) *Cluster {
+	t.Helper()
+	if opts.Logf == nil {
+		opts.Logf = t.Logf
+	}
+	c, err := StartStandby(context.Background(), primary, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cleanup(t, c)
+	return c
+}
+
+// cleanup closes c when the test ends, printing the server log's tail first if
+// the test failed.
+func cleanup(t testing.TB, c *Cluster) {
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("pgtest: tail of %s:\n%s", c.LogFile(), c.logTail(40))
@@ -33,5 +55,4 @@ func New(t testing.TB, opts Options) *Cluster {
 			t.Error(err)
 		}
 	})
-	return c
 }
