@@ -159,7 +159,7 @@ func drainChart(r *report) barChart {
 		}
 		g.bars = append(g.bars, chartBar{s, rate(x.c.events, x.pgoutbox.Seconds())})
 	}
-	if d := r.debezium; d != nil {
+	for _, d := range r.debezium {
 		g := group(d.c)
 		dbz := 0
 		for _, run := range d.runs {

@@ -33,11 +33,11 @@ func syntheticReport() *report {
 		}
 		r.live = append(r.live, liveResult{exactlyOnce: eo, rate: 2000, planned: 20 * time.Second, events: len(lat), latency: lat})
 	}
-	r.debezium = &debeziumResult{c: backlogCases[1], runs: []debeziumRun{
+	r.debezium = []debeziumResult{{c: backlogCases[1], runs: []debeziumRun{
 		{label: "Debezium (defaults)", wall: 3 * time.Second},
 		{label: "Debezium (tuned)", wall: 2 * time.Second},
 		{label: "pgoutbox at-least-once", wall: 400 * time.Millisecond},
-	}}
+	}}}
 	return r
 }
 

@@ -16,7 +16,7 @@ import (
 	"github.com/pgoutbox/pgoutbox/internal/pgtest"
 )
 
-// The debezium case drains one backlog (case B's shape) with Debezium's PostgreSQL
+// The debezium case drains each backlog case with Debezium's PostgreSQL
 // connector and Outbox Event Router in Kafka Connect standalone, twice (Connect's
 // producer defaults, then linger.ms and batch.size raised), and with pgoutbox, each
 // into a fresh real Kafka broker (internal/kafkareal): the JVM needs a real broker,
@@ -181,22 +181,23 @@ func drainOnRealKafka(ctx context.Context, cfg config, pg *pgtest.Cluster, admin
 
 // debeziumMarkdown renders the debezium case.
 func (r *report) debeziumMarkdown() string {
-	if r.debezium == nil {
+	if len(r.debezium) == 0 {
 		return ""
 	}
 	var b strings.Builder
 	p := func(format string, args ...any) { fmt.Fprintf(&b, format+"\n", args...) }
-	x := r.debezium
-	n := float64(x.c.events)
 	p("## Debezium on the same backlog (real Kafka)")
 	p("")
-	p("%s, %d events. Each run drains it from its own slot (all created before the backlog) into a fresh Apache Kafka 4.3 broker (one KRaft node, `internal/kafkareal`) with the same topics; timed from process start (the JVM's, for Debezium) until the independent consumer holds every event id.", x.c.label, x.c.events)
+	p("Each backlog case again, in a cluster of its own: each run drains it from its own slot (all created before the backlog) into a fresh Apache Kafka 4.3 broker (one KRaft node, `internal/kafkareal`) with the same topics; timed from process start (the JVM's, for Debezium) until the independent consumer holds every event id.")
 	p("")
-	p("| run | s | ev/s | first event s | peak RSS MiB | CPU µs/event | consumer |")
-	p("| --- | ---: | ---: | ---: | ---: | ---: | --- |")
-	for _, run := range x.runs {
-		p("| %s | %.3f | %.0f | %.3f | %.1f | %.1f | %s%s |", run.label, run.wall.Seconds(), n/run.wall.Seconds(), run.first.Seconds(),
-			float64(run.rssKiB)/1024, float64(run.cpu.Microseconds())/n, run.tally, okMark(run.tally))
+	p("| case | run | s | ev/s | first event s | peak RSS MiB | CPU µs/event | consumer |")
+	p("| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |")
+	for _, x := range r.debezium {
+		n := float64(x.c.events)
+		for _, run := range x.runs {
+			p("| %s | %s | %.3f | %.0f | %.3f | %.1f | %.1f | %s%s |", x.c.label, run.label, run.wall.Seconds(), n/run.wall.Seconds(), run.first.Seconds(),
+				float64(run.rssKiB)/1024, float64(run.cpu.Microseconds())/n, run.tally, okMark(run.tally))
+		}
 	}
 	p("")
 	p("Debezium runs in Kafka Connect 4.3 standalone (StringConverter, SimpleHeaderConverter, the Event Router's defaults, the connector's defaults but `publication.autocreate.mode=disabled` on the existing publication), JVM `%s` (otherwise the JVM's defaults), as is the broker's. CPU is the process's user+sys from /proc until the last event arrived, start-up included; peak RSS is its VmHWM.", strings.Join(benchJVM, " "))

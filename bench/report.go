@@ -70,7 +70,7 @@ type report struct {
 	live      []liveResult
 	liveSync  []syncResult
 	ceiling   *ceilingResult
-	debezium  *debeziumResult
+	debezium  []debeziumResult
 	charts    []chartFile // written next to the report
 	failures  []string
 	loadStart string
