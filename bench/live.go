@@ -79,20 +79,7 @@ func runLive(ctx context.Context, cfg config, duration time.Duration, say func(s
 	}
 	defer kafka.Close()
 
-	var latency []time.Duration // written by the consumer goroutine only
-	col, err := startCollector(kafkatest.Brokers(kafka), cfg.exactlyOnce, func(r kafkatest.Record, at time.Time) {
-		if string(r.Key) == warmupKey {
-			return
-		}
-		var v struct {
-			InsertedAtUs int64 `json:"insertedAtUs"`
-		}
-		if json.Unmarshal(r.Value, &v) != nil || v.InsertedAtUs == 0 {
-			res.badValue++
-			return
-		}
-		latency = append(latency, at.Sub(time.UnixMicro(v.InsertedAtUs)))
-	})
+	col, lat, err := startLatencyCollector(kafkatest.Brokers(kafka), cfg.exactlyOnce)
 	if err != nil {
 		return res, err
 	}
@@ -113,29 +100,9 @@ func runLive(ctx context.Context, cfg config, duration time.Duration, say func(s
 	if _, err := waitActive(ctx, admin, "pgoutbox", p, time.Minute); err != nil {
 		return res, err
 	}
-	// One event per topic first, so the producer's first-use costs (topic
-	// metadata, producer id) are not in the measured period.
-	warm := make([]string, len(aggregateTypes))
-	for i, agg := range aggregateTypes {
-		if err := admin.QueryRow(ctx, liveInsert, agg, warmupKey, eventTypes[i], i).Scan(&warm[i]); err != nil {
-			return res, fmt.Errorf("warm-up insert: %w", err)
-		}
-	}
-	if err := col.waitRecords(ctx, len(aggregateTypes), time.Minute); err != nil {
-		return res, fmt.Errorf("warm-up: %w", err)
-	}
-
-	say("live: %d events/s for %v from %d connections", liveRate, duration, liveWriters)
-	busy0, _ := machineCPU()
-	ids, commit, wrote, err := writeLive(ctx, pg.SuperURL(db), duration, liveWriters)
+	ids, err := measureLive(ctx, pg.SuperURL(db), admin, col, duration, liveWriters, &res, say)
 	if err != nil {
 		return res, err
-	}
-	busy1, _ := machineCPU()
-	res.busy = busy1 - busy0
-	res.wrote, res.events, res.commit = wrote, len(ids), commit
-	for _, id := range warm {
-		ids[id] = true // checked like the others, not in the latency
 	}
 	col.expectIDs(ids)
 	if err := col.wait(ctx, p, time.Minute); err != nil {
@@ -148,9 +115,70 @@ func runLive(ctx context.Context, cfg config, duration time.Duration, say func(s
 	time.Sleep(500 * time.Millisecond) // let late duplicates arrive
 	col.close()
 	res.tally = col.tally()
-	slices.Sort(latency)
-	res.latency = latency
+	res.latency, res.badValue = lat.sorted()
 	return res, nil
+}
+
+// latencies are what a latency collector measured: arrival − insert time of every
+// measured record, and how many records had no insert time.
+type latencies struct {
+	d   []time.Duration // written by the consumer goroutine only
+	bad int
+}
+
+// sorted returns the latencies in order; call it after the collector closed.
+func (l *latencies) sorted() ([]time.Duration, int) {
+	slices.Sort(l.d)
+	return l.d, l.bad
+}
+
+// startLatencyCollector is a collector that measures each record's latency from the
+// insert time in its payload; warm-up records are not measured.
+func startLatencyCollector(brokers string, readCommitted bool) (*collector, *latencies, error) {
+	lat := &latencies{}
+	col, err := startCollector(brokers, readCommitted, func(r kafkatest.Record, at time.Time) {
+		if string(r.Key) == warmupKey {
+			return
+		}
+		var v struct {
+			InsertedAtUs int64 `json:"insertedAtUs"`
+		}
+		if json.Unmarshal(r.Value, &v) != nil || v.InsertedAtUs == 0 {
+			lat.bad++
+			return
+		}
+		lat.d = append(lat.d, at.Sub(time.UnixMicro(v.InsertedAtUs)))
+	})
+	return col, lat, err
+}
+
+// measureLive writes one warm-up event per topic and waits for them, so the
+// publisher's first-use costs (topic metadata, producer id) are not in the measured
+// period; then it writes the live load and returns every id it wrote (warm-up
+// included), filling res's writer side.
+func measureLive(ctx context.Context, url string, admin *pgx.Conn, col *collector, duration time.Duration, writers int, res *liveResult, say func(string, ...any)) (map[string]bool, error) {
+	warm := make([]string, len(aggregateTypes))
+	for i, agg := range aggregateTypes {
+		if err := admin.QueryRow(ctx, liveInsert, agg, warmupKey, eventTypes[i], i).Scan(&warm[i]); err != nil {
+			return nil, fmt.Errorf("warm-up insert: %w", err)
+		}
+	}
+	if err := col.waitRecords(ctx, len(aggregateTypes), 2*time.Minute); err != nil {
+		return nil, fmt.Errorf("warm-up: %w", err)
+	}
+	say("live: %d events/s for %v from %d connections", liveRate, duration, writers)
+	busy0, _ := machineCPU()
+	ids, commit, wrote, err := writeLive(ctx, url, duration, writers)
+	if err != nil {
+		return nil, err
+	}
+	busy1, _ := machineCPU()
+	res.busy = busy1 - busy0
+	res.wrote, res.events, res.commit = wrote, len(ids), commit
+	for _, id := range warm {
+		ids[id] = true // checked like the others, not in the latency
+	}
+	return ids, nil
 }
 
 // writeLive inserts events at liveRate for duration from writers

@@ -196,7 +196,9 @@ func runCase(ctx context.Context, cfg config, name string, rep *report, say func
 			}
 			rep.debezium = append(rep.debezium, r)
 		}
-		return nil
+		live, err := runDebeziumLive(ctx, cfg, scaleDuration(liveDuration, cfg.scale), say)
+		rep.debeziumLive = live
+		return err
 	case "kfake":
 		r, err := runCeiling(ctx, scaleCount(ceilingRecords, cfg.scale), say)
 		if err == nil {

@@ -62,18 +62,20 @@ func procField(path, key string) string {
 
 // report collects every case's result and renders the markdown.
 type report struct {
-	cfg       config
-	command   string
-	started   time.Time
-	machine   machine
-	backlog   []backlogResult
-	live      []liveResult
-	liveSync  []syncResult
-	ceiling   *ceilingResult
-	debezium  []debeziumResult
-	charts    []chartFile // written next to the report
-	failures  []string
-	loadStart string
+	cfg      config
+	command  string
+	started  time.Time
+	machine  machine
+	backlog  []backlogResult
+	live     []liveResult
+	liveSync []syncResult
+	ceiling  *ceilingResult
+	debezium []debeziumResult
+	// debeziumLive: the live load served by Debezium and pgoutbox on real Kafka.
+	debeziumLive []debeziumLiveRun
+	charts       []chartFile // written next to the report
+	failures     []string
+	loadStart    string
 }
 
 func (r *report) server() string {

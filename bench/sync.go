@@ -2,12 +2,10 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"maps"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"time"
 
@@ -113,20 +111,7 @@ func runLiveSyncOnce(ctx context.Context, cfg config, guard string, duration tim
 	}
 	defer kafka.Close()
 
-	var latency []time.Duration // written by the consumer goroutine only
-	col, err := startCollector(kafkatest.Brokers(kafka), cfg.exactlyOnce, func(r kafkatest.Record, at time.Time) {
-		if string(r.Key) == warmupKey {
-			return
-		}
-		var v struct {
-			InsertedAtUs int64 `json:"insertedAtUs"`
-		}
-		if json.Unmarshal(r.Value, &v) != nil || v.InsertedAtUs == 0 {
-			res.badValue++
-			return
-		}
-		latency = append(latency, at.Sub(time.UnixMicro(v.InsertedAtUs)))
-	})
+	col, lat, err := startLatencyCollector(kafkatest.Brokers(kafka), cfg.exactlyOnce)
 	if err != nil {
 		return res, err
 	}
@@ -147,27 +132,10 @@ func runLiveSyncOnce(ctx context.Context, cfg config, guard string, duration tim
 	if _, err := waitActive(ctx, admin, "pgoutbox", p, time.Minute); err != nil {
 		return res, err
 	}
-	warm := make([]string, len(aggregateTypes))
-	for i, agg := range aggregateTypes {
-		if err := admin.QueryRow(ctx, liveInsert, agg, warmupKey, eventTypes[i], i).Scan(&warm[i]); err != nil {
-			return res, fmt.Errorf("warm-up insert: %w", err)
-		}
-	}
-	if err := col.waitRecords(ctx, len(aggregateTypes), time.Minute); err != nil {
-		return res, fmt.Errorf("warm-up: %w", err)
-	}
-
-	say("live-sync: %d events/s for %v from %d connections, commits waiting for the synchronous standby", liveRate, duration, syncWriters)
-	busy0, _ := machineCPU()
-	ids, commit, wrote, err := writeLive(ctx, pg.SuperURL(db), duration, syncWriters)
+	say("live-sync: commits wait for the synchronous standby")
+	ids, err := measureLive(ctx, pg.SuperURL(db), admin, col, duration, syncWriters, &res, say)
 	if err != nil {
 		return res, err
-	}
-	busy1, _ := machineCPU()
-	res.busy = busy1 - busy0
-	res.wrote, res.events, res.commit = wrote, len(ids), commit
-	for _, id := range warm {
-		ids[id] = true
 	}
 	col.expectIDs(ids)
 	if err := col.wait(ctx, p, time.Minute); err != nil {
@@ -183,8 +151,7 @@ func runLiveSyncOnce(ctx context.Context, cfg config, guard string, duration tim
 	time.Sleep(500 * time.Millisecond) // let late duplicates arrive
 	col.close()
 	res.tally = col.tally()
-	slices.Sort(latency)
-	res.latency = latency
+	res.latency, res.badValue = lat.sorted()
 	return res, nil
 }
 
