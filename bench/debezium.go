@@ -103,21 +103,11 @@ func runDebezium(ctx context.Context, cfg config, c backlogCase, say func(string
 func drainOnRealKafka(ctx context.Context, cfg config, pg *pgtest.Cluster, admin *pgx.Conn, expect map[string]bool,
 	label, slot string, worker map[string]string, say func(string, ...any)) (run debeziumRun, err error) {
 	run.label = label
-	broker, err := kafkareal.Start(ctx, kafkareal.Options{JVMArgs: benchJVM})
+	broker, err := startRealBroker(ctx)
 	if err != nil {
 		return run, err
 	}
 	defer broker.Close()
-	tops := map[string]int{warmupTopic: 1}
-	for t, n := range topics() {
-		tops[t] = int(n)
-	}
-	if err := broker.CreateTopics(ctx, tops); err != nil {
-		return run, err
-	}
-	if err := warmBroker(ctx, broker.Brokers()); err != nil {
-		return run, err
-	}
 	col, err := startCollector(broker.Brokers(), cfg.exactlyOnce, nil) // read_committed for pgoutbox --exactly-once; Debezium has no transactions
 	if err != nil {
 		return run, err
@@ -144,6 +134,28 @@ func drainOnRealKafka(ctx context.Context, cfg config, pg *pgtest.Cluster, admin
 	time.Sleep(500 * time.Millisecond) // duplicates, if any, count too
 	run.tally = col.tally()
 	return run, nil
+}
+
+// startRealBroker starts a fresh Apache Kafka broker with the outbox topics, its
+// transaction coordinator warmed up.
+func startRealBroker(ctx context.Context) (*kafkareal.Broker, error) {
+	broker, err := kafkareal.Start(ctx, kafkareal.Options{JVMArgs: benchJVM})
+	if err != nil {
+		return nil, err
+	}
+	tops := map[string]int{warmupTopic: 1}
+	for t, n := range topics() {
+		tops[t] = int(n)
+	}
+	if err := broker.CreateTopics(ctx, tops); err != nil {
+		broker.Close()
+		return nil, err
+	}
+	if err := warmBroker(ctx, broker.Brokers()); err != nil {
+		broker.Close()
+		return nil, err
+	}
+	return broker, nil
 }
 
 // warmupTopic is where warmBroker writes; no consumer of the bench reads it.
@@ -262,21 +274,11 @@ func liveOnRealKafka(ctx context.Context, cfg config, label, slot string, worker
 	if _, err := admin.Exec(ctx, `SELECT pg_create_logical_replication_slot($1, 'pgoutput')`, slot); err != nil {
 		return run, fmt.Errorf("create slot %s: %w", slot, err)
 	}
-	broker, err := kafkareal.Start(ctx, kafkareal.Options{JVMArgs: benchJVM})
+	broker, err := startRealBroker(ctx)
 	if err != nil {
 		return run, err
 	}
 	defer broker.Close()
-	tops := map[string]int{warmupTopic: 1}
-	for t, n := range topics() {
-		tops[t] = int(n)
-	}
-	if err := broker.CreateTopics(ctx, tops); err != nil {
-		return run, err
-	}
-	if err := warmBroker(ctx, broker.Brokers()); err != nil {
-		return run, err
-	}
 	col, lat, err := startLatencyCollector(broker.Brokers(), cfg.exactlyOnce && slot == "pgoutbox")
 	if err != nil {
 		return run, err

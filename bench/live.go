@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/pgoutbox/pgoutbox/internal/kafkatest"
+	"github.com/pgoutbox/pgoutbox/internal/pgtest"
 )
 
 const (
@@ -58,55 +59,61 @@ type liveResult struct {
 // runLive runs pgoutbox against a durable cluster, writes liveRate events/s
 // of one-event transactions for duration, and measures each event's latency
 // from its INSERT to its arrival at the independent consumer.
-func runLive(ctx context.Context, cfg config, duration time.Duration, say func(string, ...any)) (res liveResult, err error) {
-	res.rate, res.planned, res.exactlyOnce = liveRate, duration, cfg.exactlyOnce
+func runLive(ctx context.Context, cfg config, duration time.Duration, say func(string, ...any)) (liveResult, error) {
 	pg, err := startPostgres(ctx, cfg.sqlDir)
 	if err != nil {
-		return res, err
+		return liveResult{}, err
 	}
 	defer pg.Close()
+	res, _, err := liveOn(ctx, cfg, pg, duration, liveWriters, say)
+	return res, err
+}
+
+// liveOn runs the live case against pg with writers connections, and returns the
+// result and the tail of pgoutbox's log.
+func liveOn(ctx context.Context, cfg config, pg *pgtest.Cluster, duration time.Duration, writers int, say func(string, ...any)) (res liveResult, log string, err error) {
+	res.rate, res.planned, res.exactlyOnce = liveRate, duration, cfg.exactlyOnce
 	admin, err := pgx.Connect(ctx, pg.SuperURL(db))
 	if err != nil {
-		return res, err
+		return res, "", err
 	}
 	defer admin.Close(context.Background())
 	if err := admin.QueryRow(ctx, `SELECT version()`).Scan(&res.server); err != nil {
-		return res, err
+		return res, "", err
 	}
 	kafka, produced, err := startKafka()
 	if err != nil {
-		return res, err
+		return res, "", err
 	}
 	defer kafka.Close()
-
 	col, lat, err := startLatencyCollector(kafkatest.Brokers(kafka), cfg.exactlyOnce)
 	if err != nil {
-		return res, err
+		return res, "", err
 	}
 	defer col.close()
 	dir, err := os.MkdirTemp("", "pgoutbox-bench-")
 	if err != nil {
-		return res, err
+		return res, "", err
 	}
 	defer os.RemoveAll(dir)
 
 	p, err := startPgoutbox(cfg, pg, kafka, dir)
 	if err != nil {
-		return res, err
+		return res, "", err
 	}
 	defer p.kill()
 	hwm := sampleHWM(p.cmd.Process.Pid, 10*time.Millisecond)
 	defer hwm.stop()
 	if _, err := waitActive(ctx, admin, "pgoutbox", p, time.Minute); err != nil {
-		return res, err
+		return res, "", err
 	}
-	ids, err := measureLive(ctx, pg.SuperURL(db), admin, col, duration, liveWriters, &res, say)
+	ids, err := measureLive(ctx, pg.SuperURL(db), admin, col, duration, writers, &res, say)
 	if err != nil {
-		return res, err
+		return res, "", err
 	}
 	col.expectIDs(ids)
 	if err := col.wait(ctx, p, time.Minute); err != nil {
-		return res, err
+		return res, "", err
 	}
 	res.produced = produced.snapshot()
 	res.stopErr = p.stop(40 * time.Second)
@@ -116,7 +123,7 @@ func runLive(ctx context.Context, cfg config, duration time.Duration, say func(s
 	col.close()
 	res.tally = col.tally()
 	res.latency, res.badValue = lat.sorted()
-	return res, nil
+	return res, p.out.tail(200), nil
 }
 
 // latencies are what a latency collector measured: arrival − insert time of every

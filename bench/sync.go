@@ -9,9 +9,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-
-	"github.com/pgoutbox/pgoutbox/internal/kafkatest"
 	"github.com/pgoutbox/pgoutbox/internal/pgtest"
 )
 
@@ -87,71 +84,23 @@ func startSyncPostgres(ctx context.Context, sqlDir string) (primary, standby *pg
 	return primary, standby, nil
 }
 
-// runLiveSyncOnce is runLive (see there) against startSyncPostgres's primary.
-func runLiveSyncOnce(ctx context.Context, cfg config, guard string, duration time.Duration, say func(string, ...any)) (res liveResult, err error) {
+// runLiveSyncOnce is the live case (liveOn) against startSyncPostgres's primary.
+func runLiveSyncOnce(ctx context.Context, cfg config, guard string, duration time.Duration, say func(string, ...any)) (liveResult, error) {
 	cfg.extra = append([]string{"--sync-guard", guard}, cfg.extra...)
-	res.rate, res.planned, res.exactlyOnce = liveRate, duration, cfg.exactlyOnce
 	pg, standby, err := startSyncPostgres(ctx, cfg.sqlDir)
 	if err != nil {
-		return res, err
+		return liveResult{}, err
 	}
 	defer pg.Close()
 	defer standby.Close()
-	admin, err := pgx.Connect(ctx, pg.SuperURL(db))
-	if err != nil {
-		return res, err
-	}
-	defer admin.Close(context.Background())
-	if err := admin.QueryRow(ctx, `SELECT version()`).Scan(&res.server); err != nil {
-		return res, err
-	}
-	kafka, produced, err := startKafka()
-	if err != nil {
-		return res, err
-	}
-	defer kafka.Close()
-
-	col, lat, err := startLatencyCollector(kafkatest.Brokers(kafka), cfg.exactlyOnce)
-	if err != nil {
-		return res, err
-	}
-	defer col.close()
-	dir, err := os.MkdirTemp("", "pgoutbox-bench-")
-	if err != nil {
-		return res, err
-	}
-	defer os.RemoveAll(dir)
-
-	p, err := startPgoutbox(cfg, pg, kafka, dir)
-	if err != nil {
-		return res, err
-	}
-	defer p.kill()
-	hwm := sampleHWM(p.cmd.Process.Pid, 10*time.Millisecond)
-	defer hwm.stop()
-	if _, err := waitActive(ctx, admin, "pgoutbox", p, time.Minute); err != nil {
-		return res, err
-	}
 	say("live-sync: commits wait for the synchronous standby")
-	ids, err := measureLive(ctx, pg.SuperURL(db), admin, col, duration, syncWriters, &res, say)
+	res, log, err := liveOn(ctx, cfg, pg, duration, syncWriters, say)
 	if err != nil {
 		return res, err
 	}
-	col.expectIDs(ids)
-	if err := col.wait(ctx, p, time.Minute); err != nil {
-		return res, err
+	if strings.Contains(log, "sync guard on") != (guard == "on") {
+		return res, fmt.Errorf("pgoutbox's log does not match --sync-guard %s:\n%s", guard, log)
 	}
-	res.produced = produced.snapshot()
-	res.stopErr = p.stop(40 * time.Second)
-	res.rssKiB = hwm.wait()
-	res.rusageRSSKiB, res.cpu = p.usage()
-	if strings.Contains(p.out.tail(200), "sync guard on") != (guard == "on") {
-		return res, fmt.Errorf("pgoutbox's log does not match --sync-guard %s:\n%s", guard, p.out.tail(20))
-	}
-	time.Sleep(500 * time.Millisecond) // let late duplicates arrive
-	col.close()
-	res.tally = col.tally()
-	res.latency, res.badValue = lat.sorted()
 	return res, nil
 }
 
