@@ -18,11 +18,14 @@ func TestTransactionHeaders(t *testing.T) {
 	p := e.start(args...)
 	p.waitLog(`"streaming"`, 30*time.Second)
 	e.stopClean(p) // the slot exists; the next run's first save is the failpoint's
-	crash := e.startEnv([]string{"PGOUTBOX_FAILPOINT=before-checkpoint=1"}, args...)
-	crash.waitLog(`"streaming"`, 30*time.Second)
+	// The events are written before the crashing run starts, so they are the first
+	// thing it streams. Written after, an idle keepalive could bring its first save
+	// (and the kill) before them: other databases' WAL moves the server's position.
 	e.insertTx(event{ID: uuidFor(1), Type: "order", AggID: "a", Kind: "T", Payload: `{}`},
 		event{ID: uuidFor(2), Type: "order", AggID: "b", Kind: "T", Payload: `{}`},
 		event{ID: uuidFor(3), Type: "order", AggID: "c", Kind: "T", Payload: `{}`})
+	crash := e.startEnv([]string{"PGOUTBOX_FAILPOINT=before-checkpoint=1"}, args...)
+	crash.waitLog(`"streaming"`, 30*time.Second)
 	e.consumeN(3, 30*time.Second)
 	crash.wait(30 * time.Second) // dies at its first checkpoint save: nothing confirmed
 	e.waitInactive(10 * time.Second)
