@@ -143,7 +143,8 @@ func splitProperty(line string) (string, string, error) {
 	for i < len(line) {
 		c := line[i]
 		if c == '\\' && i+1 < len(line) {
-			key.WriteByte(line[i+1])
+			// Kept escaped: the key is unescaped once, below, like the value.
+			key.WriteString(line[i : i+2])
 			i += 2
 			continue
 		}
