@@ -53,8 +53,8 @@ type Report struct {
 	Partition int32
 	Offset    int64
 	Bytes     int // key + value size, for metrics
-	// DeadLetter marks the report of a ProduceDeadLetter message, Control one of
-	// ProduceCheckpoint.
+	// DeadLetter marks the report of a message with Message.DeadLetter set, Control
+	// one of ProduceCheckpoint.
 	DeadLetter bool
 	Control    bool
 	// AfterFatal marks a report that arrived after the producer failed fatally.
