@@ -52,16 +52,10 @@ func runCeiling(ctx context.Context, events int, say func(string, ...any)) (res 
 	for n := range recs {
 		id := uuid()
 		expect[id] = true
-		i := n % len(aggregateTypes)
-		value, _ := json.Marshal(map[string]any{
-			"seq": n, "customerId": fmt.Sprintf("cust-%d", n%5000), "amount": float64(n%100000) / 100,
-			"currency": "EUR", "status": "CREATED",
-			"items": []any{map[string]any{"sku": fmt.Sprintf("SKU-%d", n%300), "qty": 1 + n%5, "price": 19.99}},
-			"note":  strings.Repeat("0123456789abcdef", 4),
-		})
+		topic, key, value := outboxRecord(n)
 		recs[n] = &kgo.Record{
-			Topic:   "outbox.event." + aggregateTypes[i],
-			Key:     []byte(fmt.Sprint((n * 7919) % 1000)),
+			Topic:   topic,
+			Key:     key,
 			Value:   value,
 			Headers: []kgo.RecordHeader{{Key: "id", Value: []byte(id)}},
 		}
@@ -99,6 +93,19 @@ func runCeiling(ctx context.Context, events int, say func(string, ...any)) (res 
 	res.tally = col.tally()
 	say("kfake ceiling: %d records acked in %v, consumed in %v", events, res.acked.Round(time.Millisecond), res.arrived.Round(time.Millisecond))
 	return res, nil
+}
+
+// outboxRecord is the n-th record the way pgoutbox publishes a backlog row: the
+// topic of its aggregate type, the aggregate id as key, a payload like
+// bench_payload's.
+func outboxRecord(n int) (topic string, key, value []byte) {
+	value, _ = json.Marshal(map[string]any{
+		"seq": n, "customerId": fmt.Sprintf("cust-%d", n%5000), "amount": float64(n%100000) / 100,
+		"currency": "EUR", "status": "CREATED",
+		"items": []any{map[string]any{"sku": fmt.Sprintf("SKU-%d", n%300), "qty": 1 + n%5, "price": 19.99}},
+		"note":  strings.Repeat("0123456789abcdef", 4),
+	})
+	return "outbox.event." + aggregateTypes[n%len(aggregateTypes)], []byte(fmt.Sprint((n * 7919) % 1000)), value
 }
 
 // uuid returns a random version-4 UUID in text form.

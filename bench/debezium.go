@@ -291,7 +291,7 @@ func liveOnRealKafka(ctx context.Context, cfg config, label, slot string, worker
 	defer stop()
 	hwm := sampleHWM(pid, 10*time.Millisecond)
 	defer hwm.stop()
-	ids, err := measureLive(ctx, pg.SuperURL(db), admin, col, duration, liveWriters, &run.res, say)
+	ids, err := measureLive(ctx, pg.SuperURL(db), admin, col, duration, liveLoad, &run.res, say)
 	if err != nil {
 		return run, err
 	}

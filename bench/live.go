@@ -28,6 +28,13 @@ const (
 	warmupKey = "warmup"
 )
 
+// load is a live write load: rate one-event transactions a second from writers
+// connections.
+type load struct{ rate, writers int }
+
+// liveLoad is the live case's load.
+var liveLoad = load{liveRate, liveWriters}
+
 // liveInsert writes one event in its own transaction. The payload carries
 // clock_timestamp() taken in the INSERT, so the measured latency includes
 // the commit and its WAL fsync.
@@ -65,14 +72,14 @@ func runLive(ctx context.Context, cfg config, duration time.Duration, say func(s
 		return liveResult{}, err
 	}
 	defer pg.Close()
-	res, _, err := liveOn(ctx, cfg, pg, duration, liveWriters, say)
+	res, _, err := liveOn(ctx, cfg, pg, duration, liveLoad, say)
 	return res, err
 }
 
-// liveOn runs the live case against pg with writers connections, and returns the
-// result and the tail of pgoutbox's log.
-func liveOn(ctx context.Context, cfg config, pg *pgtest.Cluster, duration time.Duration, writers int, say func(string, ...any)) (res liveResult, log string, err error) {
-	res.rate, res.planned, res.exactlyOnce = liveRate, duration, cfg.exactlyOnce
+// liveOn runs pgoutbox against pg under the load ld, and returns the result and
+// the tail of pgoutbox's log.
+func liveOn(ctx context.Context, cfg config, pg *pgtest.Cluster, duration time.Duration, ld load, say func(string, ...any)) (res liveResult, log string, err error) {
+	res.rate, res.planned, res.exactlyOnce = ld.rate, duration, cfg.exactlyOnce
 	admin, err := pgx.Connect(ctx, pg.SuperURL(db))
 	if err != nil {
 		return res, "", err
@@ -107,7 +114,7 @@ func liveOn(ctx context.Context, cfg config, pg *pgtest.Cluster, duration time.D
 	if _, err := waitActive(ctx, admin, "pgoutbox", p, time.Minute); err != nil {
 		return res, "", err
 	}
-	ids, err := measureLive(ctx, pg.SuperURL(db), admin, col, duration, writers, &res, say)
+	ids, err := measureLive(ctx, pg.SuperURL(db), admin, col, duration, ld, &res, say)
 	if err != nil {
 		return res, "", err
 	}
@@ -163,7 +170,7 @@ func startLatencyCollector(brokers string, readCommitted bool) (*collector, *lat
 // publisher's first-use costs (topic metadata, producer id) are not in the measured
 // period; then it writes the live load and returns every id it wrote (warm-up
 // included), filling res's writer side.
-func measureLive(ctx context.Context, url string, admin *pgx.Conn, col *collector, duration time.Duration, writers int, res *liveResult, say func(string, ...any)) (map[string]bool, error) {
+func measureLive(ctx context.Context, url string, admin *pgx.Conn, col *collector, duration time.Duration, ld load, res *liveResult, say func(string, ...any)) (map[string]bool, error) {
 	warm := make([]string, len(aggregateTypes))
 	for i, agg := range aggregateTypes {
 		if err := admin.QueryRow(ctx, liveInsert, agg, warmupKey, eventTypes[i], i).Scan(&warm[i]); err != nil {
@@ -173,9 +180,9 @@ func measureLive(ctx context.Context, url string, admin *pgx.Conn, col *collecto
 	if err := col.waitRecords(ctx, len(aggregateTypes), 2*time.Minute); err != nil {
 		return nil, fmt.Errorf("warm-up: %w", err)
 	}
-	say("live: %d events/s for %v from %d connections", liveRate, duration, writers)
+	say("live: %d events/s for %v from %d connections", ld.rate, duration, ld.writers)
 	busy0, _ := machineCPU()
-	ids, commit, wrote, err := writeLive(ctx, url, duration, writers)
+	ids, commit, wrote, err := writeLive(ctx, url, duration, ld)
 	if err != nil {
 		return nil, err
 	}
@@ -188,17 +195,18 @@ func measureLive(ctx context.Context, url string, admin *pgx.Conn, col *collecto
 	return ids, nil
 }
 
-// writeLive inserts events at liveRate for duration from writers
+// writeLive inserts events at ld's rate for duration from its writers
 // connections. Each writer keeps a fixed schedule and catches up when a
 // commit was slow, so the average rate holds. It returns the event ids and the
 // sorted INSERT round trips.
-func writeLive(ctx context.Context, url string, duration time.Duration, writers int) (map[string]bool, []time.Duration, time.Duration, error) {
+func writeLive(ctx context.Context, url string, duration time.Duration, ld load) (map[string]bool, []time.Duration, time.Duration, error) {
 	var (
 		mu     sync.Mutex
 		ids    = make(map[string]bool)
 		commit []time.Duration
 	)
-	interval := time.Second / liveRate
+	interval := time.Second / time.Duration(ld.rate)
+	writers := ld.writers
 	t0 := time.Now().Add(50 * time.Millisecond)
 	g, gctx := errgroup.WithContext(ctx)
 	for w := range writers {

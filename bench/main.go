@@ -56,6 +56,13 @@ type mode struct {
 var allModes = []mode{{"at-least-once", false}, {"exactly-once", true}}
 
 func main() {
+	if brokers := os.Getenv(sinkFloorEnv); brokers != "" {
+		if err := sinkFloorChild(brokers, os.Args[1:]); err != nil {
+			fmt.Fprintf(os.Stderr, "bench: %v\n", err)
+			os.Exit(1)
+		}
+		return
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:])
 	stop()
@@ -75,7 +82,7 @@ var backlogCases = []backlogCase{
 const (
 	liveDuration   = 20 * time.Second
 	ceilingRecords = 100_000
-	allCases       = "A,B,C,live,kfake,debezium"
+	allCases       = "A,B,C,sink,live,live-5k,kfake,debezium"
 )
 
 func run(ctx context.Context, args []string) error {
@@ -83,7 +90,7 @@ func run(ctx context.Context, args []string) error {
 	var cfg config
 	var cases string
 	fs.StringVar(&cfg.binary, "pgoutbox", "bin/pgoutbox", "pgoutbox binary to measure (make build)")
-	fs.StringVar(&cases, "cases", allCases, "comma-separated cases to run: A, B, C (backlog drains), live (latency), kfake (broker ceiling), debezium (cases A, B and C with Debezium and pgoutbox on real Kafka; needs Java 17 and the jars of make jvm), live-sync (live latency with a synchronous standby, --sync-guard off and on; not in the default set)")
+	fs.StringVar(&cases, "cases", allCases, "comma-separated cases to run: A, B, C (backlog drains), live (latency at 2,000 ev/s), live-5k (latency at 5,000 ev/s beside the walsender's own floor: pg_recvlogical with test_decoding), sink (pgoutbox's Kafka side alone on case A's records: the CPU floor of its Kafka client), kfake (broker ceiling), debezium (cases A, B and C with Debezium and pgoutbox on real Kafka; needs Java 17 and the jars of make jvm), live-sync (live latency with a synchronous standby, --sync-guard off and on; not in the default set)")
 	fs.Float64Var(&cfg.scale, "scale", 1, "multiply event counts and the live duration (0.1 for a smoke run)")
 	var modes string
 	fs.StringVar(&modes, "modes", "at-least-once,exactly-once", "delivery modes each backlog and live case runs in")
@@ -137,7 +144,7 @@ func run(ctx context.Context, args []string) error {
 	var failed []error
 	for _, name := range cfg.cases {
 		modes := cfg.modes
-		if name == "kfake" || name == "debezium" || name == "live-sync" {
+		if name == "kfake" || name == "sink" || name == "debezium" || name == "live-sync" {
 			modes = modes[:1] // not a pgoutbox mode; live-sync compares the guard instead
 		}
 		for _, m := range modes {
@@ -183,6 +190,10 @@ func runCase(ctx context.Context, cfg config, name string, rep *report, say func
 			rep.live = append(rep.live, r)
 		}
 		return err
+	case "live-5k":
+		r, err := runLiveFloor(ctx, cfg, scaleDuration(liveDuration, cfg.scale), say)
+		rep.floor = append(rep.floor, r)
+		return err
 	case "live-sync":
 		r, err := runLiveSync(ctx, cfg, scaleDuration(liveDuration, cfg.scale), say)
 		rep.liveSync = append(rep.liveSync, r...)
@@ -198,6 +209,12 @@ func runCase(ctx context.Context, cfg config, name string, rep *report, say func
 		}
 		live, err := runDebeziumLive(ctx, cfg, scaleDuration(liveDuration, cfg.scale), say)
 		rep.debeziumLive = live
+		return err
+	case "sink":
+		r, err := runSinkFloor(ctx, scaleCount(findCase("A").events, cfg.scale), say)
+		if err == nil {
+			rep.sinkFloor = &r
+		}
 		return err
 	case "kfake":
 		r, err := runCeiling(ctx, scaleCount(ceilingRecords, cfg.scale), say)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"strconv"
@@ -27,9 +28,18 @@ type proc struct {
 // startProc starts name with args. The child gets SIGKILL if the benchmark
 // dies without stopping it.
 func startProc(name string, args ...string) (*proc, error) {
+	return startProcOut(name, nil, args...)
+}
+
+// startProcOut is startProc with the child's standard output going to stdout
+// (the kept tail when nil); standard error still goes to the tail.
+func startProcOut(name string, stdout io.Writer, args ...string) (*proc, error) {
 	p := &proc{name: name, out: &tailBuffer{max: 64 << 10}, exited: make(chan struct{})}
 	p.cmd = exec.Command(name, args...)
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
+	if stdout != nil {
+		p.cmd.Stdout = stdout
+	}
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	p.started = time.Now()
 	if err := p.cmd.Start(); err != nil {

@@ -69,8 +69,11 @@ type report struct {
 	backlog  []backlogResult
 	live     []liveResult
 	liveSync []syncResult
+	floor    []floorResult // live-5k
 	ceiling  *ceilingResult
-	debezium []debeziumResult
+	// sinkFloor: pgoutbox's Kafka side alone.
+	sinkFloor *sinkFloorResult
+	debezium  []debeziumResult
 	// debeziumLive: the live load served by Debezium and pgoutbox on real Kafka.
 	debeziumLive []debeziumLiveRun
 	charts       []chartFile // written next to the report
@@ -151,6 +154,8 @@ func (r *report) markdown() string {
 		p("Exactly-once latency is measured by a read_committed consumer: an event counts when its Kafka transaction has committed.")
 		p("")
 	}
+	b.WriteString(r.sinkFloorMarkdown())
+	b.WriteString(r.floorMarkdown())
 	b.WriteString(r.syncMarkdown())
 	b.WriteString(r.debeziumMarkdown())
 	p("Targets, for context (not asserted): ratio ≥ 0.85, live p99 ≤ 10 ms, peak RSS ≤ 64 MiB.")

@@ -94,7 +94,7 @@ func runLiveSyncOnce(ctx context.Context, cfg config, guard string, duration tim
 	defer pg.Close()
 	defer standby.Close()
 	say("live-sync: commits wait for the synchronous standby")
-	res, log, err := liveOn(ctx, cfg, pg, duration, syncWriters, say)
+	res, log, err := liveOn(ctx, cfg, pg, duration, load{liveRate, syncWriters}, say)
 	if err != nil {
 		return res, err
 	}
