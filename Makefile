@@ -34,8 +34,10 @@ test: build jvm
 	$(GO) test ./decoder/ -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime 20s
 	$(GO) test ./ledger/ -run '^$$' -fuzz '^FuzzLedger$$' -fuzztime 10s
 
-# Backlog drain versus pg_recvlogical, live latency, peak RSS, and Debezium on the
-# same backlog (real Kafka); writes bench/results.md, drain.png and latency.png. The
+# Backlog drain versus pg_recvlogical, pgoutbox's Kafka side alone (its client's CPU
+# floor), live latency at 2,000 ev/s and at 5,000 ev/s beside the walsender's own
+# floor (pg_recvlogical with test_decoding), peak RSS, and Debezium on the same
+# backlog (real Kafka); writes bench/results.md, drain.png and latency.png. The
 # jars are resolved first (as in jvm); if that fails the other cases still run and
 # the debezium case reports why it could not.
 bench: build
